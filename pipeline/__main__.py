@@ -1,0 +1,142 @@
+"""`python -m pipeline`: one subcommand per stage, and `run` for all of them.
+
+    python -m pipeline run --out DIR                 every stage, embedded Ray unless --address/RAY_ADDRESS
+    python -m pipeline teacher|label|train|eval --out DIR
+                                                     one stage, continuing the run recorded in DIR
+    python -m pipeline eval DIR --min-agreement 0.99 exit 3 if held-out agreement is below the bar
+
+Every config key is an option (`--train.max_epochs 5`), and `--config FILE.yaml` overrides defaults.
+Exit codes: 0 ok, 1 user error (missing/corrupt file, mismatched teacher or output directory),
+2 bad config or usage, 3 promotion gate failed.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import sys
+from argparse import ArgumentError
+from typing import Callable, Optional
+
+from jsonargparse import ActionConfigFile, ArgumentParser
+
+from pipeline import rundir
+from pipeline.config import Config
+from pipeline.errors import EXIT_CONFIG_ERROR, EXIT_GATE_FAILED, EXIT_OK, UserError
+from pipeline.report import terminal_summary
+
+
+def _teacher(cfg: Config) -> None:
+    from pipeline.teacher import run_teacher_stage
+
+    r = run_teacher_stage(cfg)
+    print(f"teacher {r.action}: {r.card.arch}, test accuracy {r.card.test_accuracy:.4f}, fingerprint {r.card.fingerprint[:12]}")
+
+
+def _label(cfg: Config) -> None:
+    from pipeline.label import run_label_stage
+
+    for split, s in run_label_stage(cfg).splits.items():
+        print(f"{split}: {s.rows:,} rows in {s.shards} shards ({s.written} written, {s.skipped} already there, "
+              f"{s.rejected} rows rejected for non-finite logits) in {s.split_dir}")
+
+
+def _train(cfg: Config) -> None:
+    from pipeline.train import run_train_stage
+
+    r = run_train_stage(cfg)
+    print(f"student {r.action}: {r.card.arch}, {r.card.params:,} params, {r.card.epochs} epochs -> {r.weights}")
+
+
+def _eval(cfg: Config) -> int:
+    from pipeline.evaluate import run_eval_stage
+
+    report = run_eval_stage(cfg)
+    print(terminal_summary(report))
+    print(f"report: {rundir.RunPaths(cfg.out).report_json}")
+    return EXIT_GATE_FAILED if report.gate_passed is False else EXIT_OK
+
+
+def _run(cfg: Config) -> int:
+    _teacher(cfg)
+    _label(cfg)
+    _train(cfg)
+    return _eval(cfg)
+
+
+STAGES: dict[str, tuple[Callable[[Config], Optional[int]], str]] = {
+    "run": (_run, "Run every stage: teacher, label, train, eval."),
+    "teacher": (_teacher, "Train the teacher on its seed dataset, or import teacher.checkpoint."),
+    "label": (_label, "Generate inputs and label them with the teacher on Ray, into Parquet shards."),
+    "train": (_train, "Train the student on the labeled shards with Lightning (DDP with --devices N)."),
+    "eval": (_eval, "Measure student-teacher agreement and write report.json / report.md."),
+}
+
+
+def build_parser() -> ArgumentParser:
+    parser = ArgumentParser(prog="python -m pipeline", description=__doc__.split("\n\n")[0], exit_on_error=False)
+    subcommands = parser.add_subcommands(dest="stage")
+    for name, (_, help_text) in STAGES.items():
+        sub = ArgumentParser(description=help_text, exit_on_error=False)
+        if name == "eval":
+            sub.add_argument("dir", nargs="?", default=None, help="Output directory of the run (same as --out).")
+            sub.add_argument("--min-agreement", type=Optional[float], default=None,
+                             help="Exit with code 3 if held-out top-1 agreement is below this (eval.min_agreement).")
+        if name in ("run", "train"):
+            sub.add_argument("--devices", type=Optional[int], default=None,
+                             help="DDP processes for the train stage (train.devices).")
+        sub.add_argument("--config", action=ActionConfigFile, help="A YAML file of config values.")
+        sub.add_class_arguments(Config, as_group=False)
+        subcommands.add_subcommand(name, sub, help=help_text)
+    return parser
+
+
+def _to_config(parser: ArgumentParser, ns) -> Config:
+    stage_ns = parser.instantiate(ns)[ns.stage]
+    names = {f.name for f in dataclasses.fields(Config)}
+    cfg = Config(**{k: v for k, v in vars(stage_ns).items() if k in names})
+    if getattr(stage_ns, "dir", None):
+        cfg.out = stage_ns.dir
+    if getattr(stage_ns, "min_agreement", None) is not None:
+        cfg.eval = dataclasses.replace(cfg.eval, min_agreement=stage_ns.min_agreement)
+    if getattr(stage_ns, "devices", None) is not None:
+        cfg.train = dataclasses.replace(cfg.train, devices=stage_ns.devices)
+    return cfg
+
+
+def parse(argv: list[str]) -> tuple[str, Config]:
+    parser = build_parser()
+    ns = parser.parse_args(argv)
+    out = getattr(ns[ns.stage], "dir", None) or ns[ns.stage].out
+    saved = rundir.saved_config_path(out)
+    if ns.stage != "run" and saved and argv and argv[0] == ns.stage:
+        # A single stage continues the run in DIR: its recorded config is the base, options on top.
+        ns = parser.parse_args([argv[0], "--config", saved, *argv[1:]])
+    return ns.stage, _to_config(parser, ns)
+
+
+def _one_line(message: str) -> str:
+    return " ".join(str(message).split())
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    try:
+        stage, cfg = parse(argv)
+    except ArgumentError as exc:
+        print(f"error: {_one_line(exc)}", file=sys.stderr)
+        return EXIT_CONFIG_ERROR
+    except UserError as exc:
+        print(f"error: {_one_line(exc)}", file=sys.stderr)
+        return exc.exit_code
+    try:
+        return STAGES[stage][0](cfg) or EXIT_OK
+    except UserError as exc:
+        print(f"error: {_one_line(exc)}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("interrupted: rerun the same command to finish; completed work is kept.", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

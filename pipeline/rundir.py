@@ -1,0 +1,97 @@
+"""The output directory of a run: where each stage's files live, and which config made them.
+
+The first stage to write into a directory records the run's config there (config.yaml, the
+fields that decide results). Every later stage, and every rerun, must bring the same config: an
+output directory never silently mixes the results of two configs.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import yaml
+
+from pipeline import storage
+from pipeline.config import Config, differing_keys, result_fields
+from pipeline.errors import UserError
+
+CONFIG_NAME = "config.yaml"
+
+
+@dataclass(frozen=True)
+class RunPaths:
+    root: str
+
+    def _(self, *parts: str) -> str:
+        return storage.join(self.root, *parts)
+
+    @property
+    def config(self) -> str:
+        return self._(CONFIG_NAME)
+
+    @property
+    def teacher_weights(self) -> str:
+        return self._("teacher", "teacher.safetensors")
+
+    @property
+    def teacher_card(self) -> str:
+        return self._("teacher", "teacher.json")
+
+    def split(self, name: str) -> str:
+        return self._("shards", name)
+
+    @property
+    def student_dir(self) -> str:
+        return self._("student")
+
+    @property
+    def student_weights(self) -> str:
+        return self._("student", "student.safetensors")
+
+    @property
+    def student_card(self) -> str:
+        return self._("student", "student.json")
+
+    @property
+    def report_json(self) -> str:
+        return self._("report.json")
+
+    @property
+    def report_md(self) -> str:
+        return self._("report.md")
+
+
+def saved_config_path(out: str) -> str | None:
+    """The config.yaml recorded in `out`, if there is one (for CLI stages that continue a run)."""
+    path = RunPaths(out).config
+    return path if storage.exists(path) else None
+
+
+def prepare(cfg: Config, create: bool = False) -> RunPaths:
+    """Check the config against the one recorded in the output directory.
+
+    With `create` (the first stage), a directory without a recorded config is fine: the stage
+    records its config (`record`) once it has something to write. Later stages refuse a directory
+    that no run has started in, so they never leave stray files there."""
+    paths = RunPaths(cfg.out)
+    current = result_fields(cfg)
+    if not storage.exists(paths.config) and not create:
+        raise UserError(f"{cfg.out} holds no run (no {CONFIG_NAME}): start with `python -m pipeline run` "
+                        "or the teacher stage.")
+    if storage.exists(paths.config):
+        recorded = yaml.safe_load(storage.read_bytes(paths.config)) or {}
+        if recorded != current:
+            keys = differing_keys(recorded, current)
+            shown = ", ".join(keys[:5]) + (" …" if len(keys) > 5 else "")
+            raise UserError(
+                f"{cfg.out} holds a run of a different config (differs in {shown}); "
+                "use another --out, or the config recorded in its config.yaml."
+            )
+    return paths
+
+
+def record(cfg: Config) -> None:
+    """Record the run's config in its output directory (once; later calls find it there)."""
+    paths = RunPaths(cfg.out)
+    if not storage.exists(paths.config):
+        storage.write_bytes_atomic(paths.config, yaml.safe_dump(result_fields(cfg), sort_keys=True).encode())

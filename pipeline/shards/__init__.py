@@ -1,0 +1,14 @@
+"""Shards: the schema, the writer, the manifest and the readers (the contract every stage relies on)."""
+
+from pipeline.shards.manifest import (
+    Manifest, ShardRecord, check_shard, load_manifest, require_manifest, save_manifest,
+)
+from pipeline.shards.reader import ShardStream, iter_batches, open_shard
+from pipeline.shards.schema import KINDS, SCHEMA_VERSION, make_table, read_metadata, shard_schema
+from pipeline.shards.writer import serialize, shard_file_name, write_shard
+
+__all__ = [
+    "KINDS", "SCHEMA_VERSION", "Manifest", "ShardRecord", "ShardStream", "check_shard", "iter_batches",
+    "load_manifest", "make_table", "open_shard", "read_metadata", "require_manifest", "save_manifest",
+    "serialize", "shard_file_name", "shard_schema", "write_shard",
+]

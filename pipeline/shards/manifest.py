@@ -1,0 +1,115 @@
+"""The manifest: the one list of committed shards that every reader trusts.
+
+A shard exists for readers only once the manifest records it (path, rows, sha256, ...). Readers
+never list directories. The manifest is rewritten atomically (temporary name, then rename), and
+only by the driver of the labeling stage, so there is a single writer.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import asdict, dataclass, field
+
+from pipeline import storage
+from pipeline.errors import UserError
+from pipeline.shards.schema import SCHEMA_VERSION
+
+MANIFEST_NAME = "manifest.json"
+
+
+@dataclass
+class ShardRecord:
+    index: int
+    path: str  # file name, relative to the manifest's directory
+    rows: int
+    sha256: str
+    bytes: int
+    seed: int
+    rejected: int = 0  # rows dropped because the teacher's logits were not finite
+
+
+@dataclass
+class Manifest:
+    split: str
+    teacher_fingerprint: str
+    generator_hash: str
+    input_shape: list[int]
+    num_classes: int
+    planned_shards: int
+    row_group_size: int
+    schema_version: int = SCHEMA_VERSION
+    shards: dict[int, ShardRecord] = field(default_factory=dict)
+
+    @property
+    def rows(self) -> int:
+        return sum(s.rows for s in self.shards.values())
+
+    @property
+    def complete(self) -> bool:
+        return len(self.shards) == self.planned_shards
+
+    def records(self) -> list[ShardRecord]:
+        return [self.shards[i] for i in sorted(self.shards)]
+
+    def to_dict(self) -> dict:
+        data = asdict(self)
+        data["shards"] = [asdict(s) for s in self.records()]
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "Manifest":
+        data = dict(data)
+        shards = {s["index"]: ShardRecord(**s) for s in data.pop("shards", [])}
+        return cls(**data, shards=shards)
+
+
+def manifest_path(split_dir: str) -> str:
+    return storage.join(split_dir, MANIFEST_NAME)
+
+
+def load_manifest(split_dir: str) -> Manifest | None:
+    """The manifest in `split_dir`, or None if no shard was ever committed there."""
+    path = manifest_path(split_dir)
+    if not storage.exists(path):
+        return None
+    data = storage.read_json(path)
+    try:
+        manifest = Manifest.from_dict(data)
+    except TypeError as exc:
+        raise UserError(f"{path} is not a shard manifest this version understands ({exc}).") from exc
+    if manifest.schema_version != SCHEMA_VERSION:
+        raise UserError(f"{path} has shard schema version {manifest.schema_version}; this version reads {SCHEMA_VERSION}.")
+    return manifest
+
+
+def require_manifest(split_dir: str) -> Manifest:
+    manifest = load_manifest(split_dir)
+    if manifest is None:
+        raise UserError(f"No labeled shards in {split_dir}: run the label stage first.")
+    if not manifest.complete:
+        raise UserError(
+            f"{split_dir} holds {len(manifest.shards)} of {manifest.planned_shards} shards: "
+            "rerun the label stage to finish it."
+        )
+    return manifest
+
+
+def save_manifest(split_dir: str, manifest: Manifest) -> None:
+    storage.write_json_atomic(manifest_path(split_dir), manifest.to_dict())
+
+
+def sha256_of(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def check_shard(split_dir: str, record: ShardRecord) -> str | None:
+    """None if the shard on disk matches its record, else a sentence saying what is wrong."""
+    path = storage.join(split_dir, record.path)
+    if not storage.exists(path):
+        return f"{path} is missing"
+    data = storage.read_bytes(path)
+    if len(data) != record.bytes:
+        return f"{path} has {len(data)} bytes where the manifest records {record.bytes} (truncated or altered)"
+    if sha256_of(data) != record.sha256:
+        return f"{path} does not match its sha256 in the manifest (altered after commit)"
+    return None

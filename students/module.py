@@ -1,0 +1,68 @@
+"""The distillation LightningModule: a student learns the teacher's soft outputs.
+
+Batches are dicts from the shard reader: "input" uint8 [B, C*H*W] (converted to float here, after
+the transfer, so only bytes cross to the GPU) and "logits" float16 [B, K] (the teacher's raw logits).
+
+Deliberate overfitting: the optimizer has no weight decay and the student no dropout. The logged
+`train/agreement` (top-1, over the epoch, synced across ranks) is what the stopping rule watches.
+"""
+
+from __future__ import annotations
+
+import lightning as L
+import torch
+import torch.nn as nn
+from torchmetrics.classification import MulticlassAccuracy
+
+from students.losses import LOSSES
+
+
+class DistillationModule(L.LightningModule):
+    def __init__(self, student: nn.Module, input_shape: tuple[int, int, int], num_classes: int, lr: float = 3e-3,
+                 temperature: float = 2.0, loss: str = "kl"):
+        super().__init__()
+        if loss not in LOSSES:
+            raise ValueError(f"unknown loss {loss!r}; expected one of: {', '.join(LOSSES)}")
+        self.student = student
+        self.input_shape = tuple(input_shape)
+        self.lr, self.temperature = lr, temperature
+        self.loss_fn = LOSSES[loss]
+        self.save_hyperparameters(ignore=["student"])
+        self.train_agreement = MulticlassAccuracy(num_classes, top_k=1, average="micro")
+        self.val_agreement = MulticlassAccuracy(num_classes, top_k=1, average="micro")
+
+    def forward(self, inputs: torch.Tensor) -> torch.Tensor:
+        x = inputs.view(-1, *self.input_shape).float().div(255)
+        return self.student(x)
+
+    def _shared_step(self, batch: dict) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        student = self(batch["input"])
+        teacher = batch["logits"].float()
+        return self.loss_fn(student, teacher, self.temperature), student, teacher.argmax(1)
+
+    def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
+        loss, student, target = self._shared_step(batch)
+        self.train_agreement(student, target)
+        self.log("train/loss", loss, on_step=True, on_epoch=True, prog_bar=True, sync_dist=True)
+        self.log("train/agreement", self.train_agreement, on_step=False, on_epoch=True, prog_bar=True)
+        return loss
+
+    def on_train_epoch_end(self) -> None:
+        # Progress as metrics: they reach the caller's process even when DDP ranks were spawned.
+        self.log("progress/epochs", float(self.current_epoch + 1), rank_zero_only=True)
+        self.log("progress/steps", float(self.global_step), rank_zero_only=True)
+
+    def validation_step(self, batch: dict, batch_idx: int) -> None:
+        loss, student, target = self._shared_step(batch)
+        self.val_agreement(student, target)
+        self.log("val/loss", loss, on_epoch=True, sync_dist=True)
+        self.log("val/agreement", self.val_agreement, on_epoch=True, prog_bar=True)
+
+    def configure_optimizers(self):
+        optimizer = torch.optim.Adam(self.student.parameters(), lr=self.lr, weight_decay=0.0)
+        # One cycle over the whole budget: a warm start, then annealing to a tiny rate, which is
+        # what lets the student settle into the teacher's function rather than hover around it.
+        schedule = torch.optim.lr_scheduler.OneCycleLR(
+            optimizer, max_lr=self.lr, total_steps=int(self.trainer.estimated_stepping_batches), pct_start=0.15
+        )
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}

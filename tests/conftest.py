@@ -1,0 +1,54 @@
+"""Shared fixtures: a tiny run config, and one embedded Ray for the whole session.
+
+Stages reuse an already-initialized Ray (as they would a caller's), so in-process tests pay Ray's
+start-up once; tests that go through the CLI in a subprocess start their own.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+
+import pytest
+import torch
+
+from pipeline.config import Config, DataConfig, EvalConfig, LabelConfig, TeacherConfig, TrainConfig
+
+# Keep each test process from oversubscribing the (few) cores of a CI machine.
+torch.set_num_threads(min(2, os.cpu_count() or 1))
+
+
+def tiny_config(out, **sections) -> Config:
+    """A config that runs every stage in seconds. `sections` replace fields: data={"shards": 2}."""
+    cfg = Config(
+        out=str(out),
+        teacher=TeacherConfig(width=8, epochs=2),
+        data=DataConfig(shards=3, samples_per_shard=256, heldout_shards=1, row_group_size=64),
+        label=LabelConfig(batch_size=128, actors=1),
+        train=TrainConfig(max_epochs=2, batch_size=64, loader_workers=0),
+        eval=EvalConfig(batch_size=512),
+    )
+    for name, values in sections.items():
+        setattr(cfg, name, dataclasses.replace(getattr(cfg, name), **values))
+    return cfg
+
+
+@pytest.fixture(scope="session")
+def ray_local():
+    import ray
+
+    ray.init(address="local", num_cpus=2, include_dashboard=False, logging_level="ERROR")
+    yield ray
+    ray.shutdown()
+
+
+@pytest.fixture(scope="session")
+def labeled_run(tmp_path_factory, ray_local):
+    """A run directory with a trained teacher and labeled train/held-out shards (shared, read-only)."""
+    from pipeline.label import run_label_stage
+    from pipeline.teacher import run_teacher_stage
+
+    cfg = tiny_config(tmp_path_factory.mktemp("run") / "out")
+    run_teacher_stage(cfg)
+    run_label_stage(cfg)
+    return cfg

@@ -1,0 +1,72 @@
+import glob
+import os
+
+import pytest
+
+from pipeline.__main__ import main, parse
+from pipeline.config import Config, TrainConfig, fingerprint, result_fields
+from pipeline.errors import EXIT_CONFIG_ERROR, ConfigError
+
+SHIPPED = sorted(glob.glob(os.path.join(os.path.dirname(__file__), "..", "pipeline", "configs", "*.yaml")))
+
+
+def test_defaults_parse_to_the_embedded_demo():
+    stage, cfg = parse(["run"])
+    assert stage == "run"
+    assert cfg == Config()
+
+
+@pytest.mark.parametrize("path", SHIPPED, ids=os.path.basename)
+def test_every_shipped_config_parses(path, tmp_path):
+    _, cfg = parse(["run", "--config", path, "--out", str(tmp_path)])
+    assert isinstance(cfg, Config)
+    assert cfg.out == str(tmp_path)
+
+
+def test_overrides_reach_nested_fields():
+    _, cfg = parse(["train", "--out", "/nonexistent/run", "--train.max_epochs", "7", "--student.width", "64",
+                    "--devices", "2"])
+    assert (cfg.train.max_epochs, cfg.student.width, cfg.train.devices) == (7, 64, 2)
+
+
+def test_eval_takes_the_directory_and_gate_positionally():
+    _, cfg = parse(["eval", "/some/run", "--min-agreement", "0.99"])
+    assert cfg.out == "/some/run"
+    assert cfg.eval.min_agreement == 0.99
+
+
+@pytest.mark.parametrize(
+    "argv, needle",
+    [
+        (["run", "--train.epochz", "3"], "train.epochz"),
+        (["run", "--train.max_epochs", "many"], "train.max_epochs"),
+        (["run", "--train.temperature", "0"], "train.temperature"),
+        (["run", "--train.loss", "hinge"], "train.loss"),
+        (["run", "--data.mixup_fraction", "0.9", "--data.noise_fraction", "0.5"], "data.mixup_fraction"),
+    ],
+)
+def test_bad_config_is_one_line_and_exit_2(argv, needle, capsys, tmp_path):
+    assert main([*argv, "--out", str(tmp_path / "out")]) == EXIT_CONFIG_ERROR
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error:") and "\n" not in err and needle in err
+    assert "Traceback" not in err
+    assert not (tmp_path / "out").exists()
+
+
+def test_unknown_key_in_a_yaml_file_is_rejected(tmp_path, capsys):
+    config = tmp_path / "bad.yaml"
+    config.write_text("train:\n  max_epochs: 3\n  dropout: 0.5\n")
+    assert main(["run", "--config", str(config), "--out", str(tmp_path / "out")]) == EXIT_CONFIG_ERROR
+    assert "dropout" in capsys.readouterr().err
+
+
+def test_range_checks_raise_config_error():
+    with pytest.raises(ConfigError, match="train.batch_size"):
+        TrainConfig(batch_size=0)
+
+
+def test_fingerprint_ignores_execution_only_fields():
+    base = result_fields(Config())
+    moved = result_fields(Config(out="elsewhere", address="auto", train=TrainConfig(devices=4, loader_workers=3)))
+    assert fingerprint(base) == fingerprint(moved)
+    assert fingerprint(base) != fingerprint(result_fields(Config(train=TrainConfig(max_epochs=3))))

@@ -1,0 +1,93 @@
+import dataclasses
+import shutil
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+import torch
+
+from pipeline import shards
+from pipeline.errors import UserError
+from pipeline.label import run_label_stage
+from pipeline.rundir import RunPaths
+from pipeline.teacher import load_teacher
+from teachers import to_float
+
+
+def copy_run(cfg, tmp_path):
+    shutil.copytree(cfg.out, tmp_path / "run")
+    return dataclasses.replace(cfg, out=str(tmp_path / "run"))
+
+
+def test_every_planned_shard_is_committed(labeled_run):
+    paths = RunPaths(labeled_run.out)
+    train = shards.require_manifest(paths.split("train"))
+    heldout = shards.require_manifest(paths.split("heldout"))
+    assert train.rows == labeled_run.data.shards * labeled_run.data.samples_per_shard
+    assert heldout.rows == labeled_run.data.heldout_shards * labeled_run.data.samples_per_shard
+    _, card = load_teacher(paths)
+    assert train.teacher_fingerprint == card.fingerprint
+    for record in train.records():
+        assert shards.check_shard(paths.split("train"), record) is None
+        assert pq.ParquetFile(f"{paths.split('train')}/{record.path}").metadata.num_rows == record.rows
+
+
+def test_stored_logits_are_the_teachers_logits_on_the_stored_inputs(labeled_run):
+    paths = RunPaths(labeled_run.out)
+    teacher, card = load_teacher(paths)
+    manifest = shards.require_manifest(paths.split("heldout"))
+    batch = next(shards.iter_batches(paths.split("heldout"), manifest, 256))
+    with torch.no_grad():
+        expected = teacher(to_float(batch["input"].view(-1, *card.input_shape)))
+    torch.testing.assert_close(batch["logits"].float(), expected, atol=2e-2, rtol=2e-3)
+
+
+def test_sample_ids_are_unique_and_train_and_heldout_inputs_differ(labeled_run):
+    paths = RunPaths(labeled_run.out)
+    cols = ("sample_id", "input")
+    train = list(shards.iter_batches(paths.split("train"), shards.require_manifest(paths.split("train")), 10**6, cols))
+    held = list(shards.iter_batches(paths.split("heldout"), shards.require_manifest(paths.split("heldout")), 10**6, cols))
+    ids = torch.cat([b["sample_id"] for b in train])
+    assert len(ids.unique()) == len(ids)
+    train_inputs = {bytes(r.numpy()) for b in train for r in b["input"]}
+    assert not any(bytes(r.numpy()) in train_inputs for b in held for r in b["input"])
+
+
+def test_rerun_skips_committed_shards_and_rewrites_missing_ones_identically(labeled_run, tmp_path):
+    cfg = copy_run(labeled_run, tmp_path)
+    paths = RunPaths(cfg.out)
+    split = paths.split("train")
+    before = shards.load_manifest(split)
+    result = run_label_stage(cfg)
+    assert result.splits["train"].written == 0 and result.splits["train"].skipped == cfg.data.shards
+    # Lose shard 1 (as a crash before its commit would), and corrupt shard 2 after its commit.
+    manifest = shards.load_manifest(split)
+    del manifest.shards[1]
+    shards.save_manifest(split, manifest)
+    (tmp_path / "run" / "shards" / "train" / before.shards[1].path).unlink()
+    path2 = tmp_path / "run" / "shards" / "train" / before.shards[2].path
+    path2.write_bytes(path2.read_bytes()[:100])
+    result = run_label_stage(cfg)
+    assert result.splits["train"].written == 2
+    after = shards.load_manifest(split)
+    assert [r.sha256 for r in after.records()] == [r.sha256 for r in before.records()]
+
+
+def test_shards_from_another_teacher_are_never_mixed_in(labeled_run, tmp_path):
+    cfg = copy_run(labeled_run, tmp_path)
+    split = RunPaths(cfg.out).split("train")
+    manifest = shards.load_manifest(split)
+    manifest.teacher_fingerprint = "0" * 64
+    shards.save_manifest(split, manifest)
+    with pytest.raises(UserError, match="different teacher"):
+        run_label_stage(cfg)
+
+
+def test_label_needs_a_teacher(tmp_path, ray_local):
+    from tests.conftest import tiny_config
+    from pipeline import rundir
+
+    cfg = tiny_config(tmp_path / "empty")
+    rundir.record(cfg)
+    with pytest.raises(UserError, match="run the teacher stage first"):
+        run_label_stage(cfg)
