@@ -149,7 +149,7 @@ class TrainConfig:
     """Student training. Deliberate overfitting: no dropout and no weight decay exist to turn on;
     training stops when training agreement stops rising, or at max_epochs."""
 
-    max_epochs: int = 40
+    max_epochs: int = 60
     batch_size: int = 256
     """Per device."""
     lr: float = 3e-3
@@ -158,23 +158,27 @@ class TrainConfig:
     """Softmax temperature of the KL loss; the loss is scaled by T^2 so gradients keep their size."""
     loss: Literal["kl", "mse"] = "kl"
     """kl: KL(teacher || student) at the temperature; mse: squared error on raw logits."""
-    patience: int = 4
-    """Epochs without a rise of at least min_delta in training agreement before training stops."""
+    patience: int = 10
+    """Epochs without a rise of at least min_delta in training agreement before training stops.
+    Generous, because under the one-cycle schedule agreement stalls at the peak learning rate and
+    climbs again as the rate anneals."""
     min_delta: float = 0.0005
     seed: int = 0
     devices: int = field(default=1, metadata=EXECUTION_ONLY)
     """Processes (DDP ranks) on this machine: CPU processes with gloo, or GPUs with nccl."""
     accelerator: str = field(default="auto", metadata=EXECUTION_ONLY)
     """auto, cpu or gpu."""
-    loader_workers: int = field(default=1, metadata=EXECUTION_ONLY)
-    """DataLoader worker processes per rank that read shards."""
+    loader_workers: Optional[int] = field(default=None, metadata=EXECUTION_ONLY)
+    """DataLoader worker processes per rank that read shards. None: 0 on a machine with 4 cores or
+    fewer (a worker then only competes with training for a core), else up to 4."""
 
     def __post_init__(self) -> None:
         for key in ("max_epochs", "batch_size", "patience", "devices"):
             _check(getattr(self, key) >= 1, f"train.{key} must be at least 1, got {getattr(self, key)}.")
         _check(self.lr > 0, f"train.lr must be positive, got {self.lr}.")
         _check(self.temperature > 0, f"train.temperature must be positive, got {self.temperature}.")
-        _check(self.loader_workers >= 0, f"train.loader_workers must be at least 0, got {self.loader_workers}.")
+        _check(self.loader_workers is None or self.loader_workers >= 0,
+               f"train.loader_workers must be at least 0, got {self.loader_workers}.")
         _check(self.accelerator in ("auto", "cpu", "gpu", "cuda"), f"train.accelerator must be auto, cpu or gpu, got {self.accelerator!r}.")
 
 

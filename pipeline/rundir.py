@@ -46,7 +46,7 @@ class RunPaths:
 
     @property
     def student_weights(self) -> str:
-        return self._("student", "student.safetensors")
+        return self._("student", "student.safetensors")  # = pipeline.train.student_weights_path(student_dir)
 
     @property
     def student_card(self) -> str:

@@ -12,11 +12,12 @@ from the CLI, from `run`, from a test, or from a user's own pipeline.
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import asdict, dataclass
 
 import lightning as L
 import torch
-from lightning.pytorch.callbacks import EarlyStopping, LearningRateMonitor, ModelCheckpoint
+from lightning.pytorch.callbacks import EarlyStopping, LearningRateMonitor, ModelCheckpoint, TQDMProgressBar
 from lightning.pytorch.loggers import CSVLogger
 from safetensors.torch import save as save_safetensors
 from torch.utils.data import DataLoader
@@ -28,6 +29,7 @@ from students import STUDENTS, DistillationModule
 from teachers import count_parameters
 
 EVAL_SPLIT = "heldout"
+PROGRESS_REFRESH_STEPS = 25
 
 
 class ShardDataModule(L.LightningDataModule):
@@ -90,7 +92,14 @@ def build_student(arch: str, width: int, depth: int, input_shape, num_classes: i
     return STUDENTS.build(arch, input_shape=tuple(input_shape), num_classes=num_classes, width=width, depth=depth)
 
 
-def _trainer(cfg: Config, paths: rundir.RunPaths) -> L.Trainer:
+def loader_workers(cfg: Config) -> int:
+    if cfg.train.loader_workers is not None:
+        return cfg.train.loader_workers
+    cores_per_rank = (os.cpu_count() or 1) // cfg.train.devices
+    return 0 if cores_per_rank <= 4 else min(4, cores_per_rank - 2)
+
+
+def _trainer(cfg: Config, student_dir: str) -> L.Trainer:
     t = cfg.train
     accelerator = "gpu" if t.accelerator == "cuda" else t.accelerator
     on_gpu = accelerator == "gpu" or (accelerator == "auto" and torch.cuda.is_available())
@@ -101,13 +110,15 @@ def _trainer(cfg: Config, paths: rundir.RunPaths) -> L.Trainer:
         devices=t.devices,
         strategy=strategy,
         precision="bf16-mixed" if on_gpu else "32-true",
-        logger=CSVLogger(paths.student_dir, name="logs"),
+        logger=CSVLogger(student_dir, name="logs"),
         callbacks=[
             # The stopping rule: training agreement no longer rising (not a validation loss).
             EarlyStopping(monitor="train/agreement", mode="max", patience=t.patience, min_delta=t.min_delta,
                           check_on_train_epoch_end=True),
-            ModelCheckpoint(dirpath=storage.join(paths.student_dir, "checkpoints"), save_last=True, save_top_k=0),
+            ModelCheckpoint(dirpath=storage.join(student_dir, "checkpoints"), save_last=True, save_top_k=0),
             LearningRateMonitor(logging_interval="epoch"),
+            # Redrawing the bar every step costs more than a small student's step.
+            TQDMProgressBar(refresh_rate=PROGRESS_REFRESH_STEPS),
         ],
         reload_dataloaders_every_n_epochs=1,
         num_sanity_val_steps=0,
@@ -116,15 +127,21 @@ def _trainer(cfg: Config, paths: rundir.RunPaths) -> L.Trainer:
     )
 
 
-def run_train_stage(cfg: Config) -> TrainResult:
-    paths = rundir.prepare(cfg)
-    if storage.exists(paths.student_card):
-        card = StudentCard(**storage.read_json(paths.student_card))
-        return TrainResult(paths.student_weights, card, "reused")
-    teacher_card = storage.read_json(paths.teacher_card) if storage.exists(paths.teacher_card) else None
-    if teacher_card is None:
+def student_weights_path(student_dir: str) -> str:
+    return storage.join(student_dir, "student.safetensors")
+
+
+def student_card_path(student_dir: str) -> str:
+    return storage.join(student_dir, "student.json")
+
+
+def fit_student(cfg: Config, paths: rundir.RunPaths, student_dir: str) -> StudentCard:
+    """Train `cfg.student` on the run's shards; write its weights, card (last), checkpoints and
+    training curves under `student_dir`. The building block of the train stage and of sweeps."""
+    if not storage.exists(paths.teacher_card):
         raise UserError(f"No teacher in {paths.root}: run the teacher and label stages first.")
-    data = ShardDataModule(paths, cfg.train.batch_size, cfg.train.seed, cfg.train.loader_workers)
+    teacher_card = storage.read_json(paths.teacher_card)
+    data = ShardDataModule(paths, cfg.train.batch_size, cfg.train.seed, loader_workers(cfg))
     manifest = data.train_manifest
     if manifest.teacher_fingerprint != teacher_card["fingerprint"]:
         raise UserError(f"{paths.split('train')} was labeled by a different teacher than {paths.teacher_card}.")
@@ -133,17 +150,26 @@ def run_train_stage(cfg: Config) -> TrainResult:
     student = build_student(s.arch, s.width, s.depth, manifest.input_shape, manifest.num_classes)
     module = DistillationModule(student, tuple(manifest.input_shape), manifest.num_classes, lr=cfg.train.lr,
                                 temperature=cfg.train.temperature, loss=cfg.train.loss)
-    trainer = _trainer(cfg, paths)
+    trainer = _trainer(cfg, student_dir)
     trainer.fit(module, datamodule=data)
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
     card = StudentCard(
-        arch=cfg.student.arch, width=cfg.student.width, depth=cfg.student.depth,
+        arch=s.arch, width=s.width, depth=s.depth,
         input_shape=list(manifest.input_shape), classes=teacher_card["classes"], params=count_parameters(student),
         teacher_fingerprint=manifest.teacher_fingerprint, epochs=int(metrics["progress/epochs"]),
         steps=int(metrics["progress/steps"]),
         train_agreement=metrics.get("train/agreement"), heldout_agreement=metrics.get("val/agreement"),
     )
     state = {k: v.detach().cpu().contiguous() for k, v in module.student.state_dict().items()}
-    storage.write_bytes_atomic(paths.student_weights, save_safetensors(state))
-    storage.write_bytes_atomic(paths.student_card, (json.dumps(asdict(card), indent=2) + "\n").encode())
+    storage.write_bytes_atomic(student_weights_path(student_dir), save_safetensors(state))
+    storage.write_bytes_atomic(student_card_path(student_dir), (json.dumps(asdict(card), indent=2) + "\n").encode())
+    return card
+
+
+def run_train_stage(cfg: Config) -> TrainResult:
+    paths = rundir.prepare(cfg)
+    if storage.exists(paths.student_card):
+        card = StudentCard(**storage.read_json(paths.student_card))
+        return TrainResult(paths.student_weights, card, "reused")
+    card = fit_student(cfg, paths, paths.student_dir)
     return TrainResult(paths.student_weights, card, "trained")
