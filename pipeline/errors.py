@@ -21,3 +21,8 @@ class ConfigError(UserError):
     """A config value that is out of range or inconsistent with another."""
 
     exit_code = EXIT_CONFIG_ERROR
+
+
+class RetriesExhausted(UserError):
+    """Workers or nodes were lost more often than the retries allow. Not the user's input, but
+    handled the same way: one line, exit 1; completed work is kept and a rerun finishes the rest."""

@@ -13,23 +13,26 @@ a rerun skips every shard the manifest records whose checksum matches, and write
 from __future__ import annotations
 
 import functools
+import hashlib
 import time
-from collections import deque
+from collections import Counter, deque
 from dataclasses import dataclass, field
 from typing import Callable
 
 import numpy as np
+import pyarrow.fs as pafs
 import ray
 import torch
 from tqdm.auto import tqdm
 
-from pipeline import rundir, shards, storage
+from pipeline import faults, rundir, shards, storage
 from pipeline.config import Config, DataConfig, fingerprint, result_fields
-from pipeline.errors import UserError
+from pipeline.errors import RetriesExhausted, UserError
 from pipeline.generate import generate_inputs, shard_seed
 from pipeline.ray_session import cluster_cpus, cluster_gpus, ray_session
+from pipeline.lock import output_lock
 from pipeline.teacher import load_seed, load_teacher
-from teachers import TeacherCard, build_teacher, to_float
+from teachers import SeedData, TeacherCard, build_teacher, to_float
 
 SPLITS = ("train", "heldout")
 MANIFEST_SAVE_INTERVAL_S = 2.0  # rewriting the manifest after every shard is O(shards^2) at scale
@@ -61,7 +64,10 @@ class LabelResult:
     splits: dict[str, SplitResult] = field(default_factory=dict)
 
 
-@ray.remote
+# num_cpus=0: generation is light next to the teacher, and must never wait for a CPU that teacher
+# actors hold. If a node is lost and its actor restarts on a node already full of actors, a
+# generation task asking for a CPU would wait forever while the actors wait for its inputs.
+@ray.remote(num_cpus=0)
 def generate_shard(seed_images: np.ndarray, data: DataConfig, seed: int, count: int) -> tuple[np.ndarray, np.ndarray]:
     torch.set_num_threads(1)  # generation is cheap; leave the cores to the teacher
     return generate_inputs(seed_images, data, seed, count)
@@ -95,33 +101,60 @@ class Labeler:
         sample_ids = job.index * job.count + np.arange(len(inputs), dtype=np.int64)
         table = shards.make_table(sample_ids[finite], job.seed, kinds[finite], inputs[finite], logits16[finite],
                                   job.metadata)
-        return shards.write_shard(table, job.split_dir, job.split, job.index, job.seed, job.row_group_size,
-                                  rejected=int((~finite).sum()))
+        if faults.should_crash(job.split, job.index):
+            path = storage.local_path(storage.join(job.split_dir, shards.shard_file_name(job.split, job.index)))
+            faults.crash_midway(path, shards.serialize(table, job.row_group_size))
+        record = shards.write_shard(table, job.split_dir, job.split, job.index, job.seed, job.row_group_size,
+                                    rejected=int((~finite).sum()))
+        record.node = ray.get_runtime_context().get_node_id()
+        return record
 
 
-def generator_hash(cfg: Config) -> str:
-    """What the inputs depend on: the data config and the seed images it draws from."""
-    t = cfg.teacher
-    return fingerprint({"data": result_fields(cfg.data), "dataset": t.dataset, "test_fraction": t.test_fraction,
-                        "split_seed": t.seed})
+def generator_hash(cfg: Config, seed_images: np.ndarray) -> str:
+    """What the inputs depend on: the data config and the exact seed images it draws from."""
+    images = hashlib.sha256(np.ascontiguousarray(seed_images).tobytes()).hexdigest()
+    return fingerprint({"data": result_fields(cfg.data), "seed_images": images, "shape": list(seed_images.shape)})
 
 
-def _start_labelers(cfg: Config, paths: rundir.RunPaths, card: TeacherCard) -> list:
-    gpus = cluster_gpus()
-    num_gpus = cfg.label.num_gpus if cfg.label.num_gpus is not None else (1 if gpus else 0)
-    cpus = cluster_cpus()
-    count = cfg.label.actors or (max(1, int(gpus / num_gpus)) if num_gpus else max(1, cpus // 2))
-    # On CPU, the actors share the cores between them; generation tasks are light and run beside.
-    threads = 1 if num_gpus else max(1, cpus // count)
-    actor_cls = ray.remote(Labeler).options(
-        num_cpus=1, num_gpus=num_gpus, max_restarts=-1, max_task_retries=cfg.label.max_retries
-    )
-    return [actor_cls.remote(paths.teacher_weights, card.to_dict(), cfg.label.batch_size, threads)
-            for _ in range(count)]
+class LabelerPool:
+    """The teacher actors. Ray restarts a crashed actor; one that died for good is replaced here."""
+
+    def __init__(self, cfg: Config, paths: rundir.RunPaths, card: TeacherCard):
+        gpus = cluster_gpus()
+        num_gpus = cfg.label.num_gpus if cfg.label.num_gpus is not None else (1 if gpus else 0)
+        cpus = cluster_cpus()
+        count = cfg.label.actors or (max(1, int(gpus / num_gpus)) if num_gpus else max(1, cpus // 2))
+        # On CPU, the actors share the cores between them; generation tasks are light and run beside.
+        threads = 1 if num_gpus else max(1, cpus // count)
+        # SPREAD: on a cluster, one teacher per node before two on any node. Restarts are unlimited
+        # so a lost node's actors come back elsewhere; each call is retried a bounded number of times.
+        actor_cls = ray.remote(Labeler).options(
+            num_cpus=1, num_gpus=num_gpus, max_restarts=-1, max_task_retries=cfg.label.max_retries,
+            scheduling_strategy="SPREAD",
+        )
+        self._start = lambda: actor_cls.remote(paths.teacher_weights, card.to_dict(), cfg.label.batch_size, threads)
+        self.actors = [self._start() for _ in range(count)]
+        self.load = [0] * count  # shards in flight per actor
+
+    def least_loaded(self) -> int:
+        return min(range(len(self.actors)), key=self.load.__getitem__)
+
+    def replace(self, index: int) -> None:
+        self.actors[index] = self._start()
+
+    def shutdown(self) -> None:
+        for actor in self.actors:
+            ray.kill(actor)
+
+
+# A worker, an actor or a whole node was lost with the shard in flight. The shard was not committed
+# and is a pure function of its job, so doing it again is safe.
+LOST_WORK = (ray.exceptions.RayActorError, ray.exceptions.ObjectLostError, ray.exceptions.WorkerCrashedError,
+             ray.exceptions.NodeDiedError)
 
 
 def _label_split(cfg: Config, paths: rundir.RunPaths, split: str, planned: int, base_seed: int, card: TeacherCard,
-                 seed_ref, labelers: Callable[[], list], gen_hash: str) -> SplitResult:
+                 seed_ref, labelers: Callable[[], LabelerPool], gen_hash: str) -> SplitResult:
     split_dir = paths.split(split)
     manifest = shards.load_manifest(split_dir)
     if manifest is not None and (manifest.teacher_fingerprint != card.fingerprint or manifest.generator_hash != gen_hash):
@@ -143,52 +176,80 @@ def _label_split(cfg: Config, paths: rundir.RunPaths, split: str, planned: int, 
         for i in range(planned) if i not in manifest.shards
     )
     skipped = planned - len(todo)
-    actors = labelers() if todo else []
+    pool = labelers() if todo else None
     in_flight: dict = {}  # label ObjectRef -> (job, actor index)
-    load = [0] * len(actors)
+    attempts: Counter = Counter()
     bar = tqdm(total=planned, initial=skipped, desc=f"label {split}", unit="shard")
     last_save = time.monotonic()
     while todo or in_flight:
         # At most two shards per actor in flight: one being labeled, one generated and waiting.
-        while todo and len(in_flight) < 2 * len(actors):
+        while todo and len(in_flight) < 2 * len(pool.actors):
             job = todo.popleft()
             generated = generate_shard.options(max_retries=cfg.label.max_retries).remote(
                 seed_ref, cfg.data, job.seed, job.count)
-            actor = min(range(len(actors)), key=load.__getitem__)
-            in_flight[actors[actor].label.remote(generated, job)] = (job, actor)
-            load[actor] += 1
+            actor = pool.least_loaded()
+            in_flight[pool.actors[actor].label.remote(generated, job)] = (job, actor)
+            pool.load[actor] += 1
         done, _ = ray.wait(list(in_flight), num_returns=1)
         for ref in done:
             job, actor = in_flight.pop(ref)
-            load[actor] -= 1
-            record = ray.get(ref)
+            pool.load[actor] -= 1
+            try:
+                record = ray.get(ref)
+            except LOST_WORK as exc:
+                attempts[job.index] += 1
+                if attempts[job.index] > cfg.label.max_retries:
+                    raise RetriesExhausted(
+                        f"{split} shard {job.index} was lost {attempts[job.index]} times (last: {type(exc).__name__}); "
+                        f"the {len(manifest.shards)} shards done are kept: rerun to finish.") from exc
+                if isinstance(exc, ray.exceptions.ActorDiedError):
+                    pool.replace(actor)
+                tqdm.write(f"redoing {split} shard {job.index}: its worker was lost ({type(exc).__name__})")
+                todo.appendleft(job)
+                continue
             manifest.shards[record.index] = record
             bar.update(1)
+            faults.maybe_kill_driver(bar.n - skipped)
         if time.monotonic() - last_save > MANIFEST_SAVE_INTERVAL_S or not (todo or in_flight):
             shards.save_manifest(split_dir, manifest)
             last_save = time.monotonic()
     bar.close()
     shards.save_manifest(split_dir, manifest)  # also records an empty, complete split
+    _remove_leftovers(split_dir)
     rejected = sum(r.rejected for r in manifest.shards.values())
     return SplitResult(split_dir, planned, manifest.rows, planned - skipped, skipped, rejected)
 
 
-def run_label_stage(cfg: Config) -> LabelResult:
+def _remove_leftovers(split_dir: str) -> None:
+    """Delete temporary files of writes that died midway (readers never see them; this is tidying)."""
+    fs, path = storage.resolve(split_dir)
+    for info in fs.get_file_info(pafs.FileSelector(path, allow_not_found=True)):
+        if ".tmp-" in info.base_name:
+            fs.delete_file(info.path)
+
+
+def run_label_stage(cfg: Config, seed: SeedData | None = None) -> LabelResult:
+    """Label the run's train and held-out shards. `seed` replaces the configured seed dataset's
+    images (for pipelines that bring their own)."""
     paths = rundir.prepare(cfg)
+    with output_lock(cfg.out):
+        return _label_stage(cfg, paths, seed)
+
+
+def _label_stage(cfg: Config, paths: rundir.RunPaths, seed: SeedData | None) -> LabelResult:
     _, card = load_teacher(paths)
-    seed = load_seed(cfg)
-    gen_hash = generator_hash(cfg)
+    seed = seed or load_seed(cfg)
+    gen_hash = generator_hash(cfg, seed.train_images)
     plan = {"train": (cfg.data.shards, cfg.data.seed), "heldout": (cfg.data.heldout_shards, cfg.data.heldout_seed)}
     result = LabelResult()
     with ray_session(cfg.address):
         seed_ref = ray.put(seed.train_images)
         # Actors start on first need: a rerun with every shard in place loads no teacher.
-        labelers = functools.cache(lambda: _start_labelers(cfg, paths, card))
+        labelers = functools.cache(lambda: LabelerPool(cfg, paths, card))
         for split in SPLITS:
             planned, base_seed = plan[split]
             result.splits[split] = _label_split(cfg, paths, split, planned, base_seed, card, seed_ref, labelers,
                                                 gen_hash)
         if labelers.cache_info().currsize:
-            for actor in labelers():
-                ray.kill(actor)
+            labelers().shutdown()
     return result

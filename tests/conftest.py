@@ -33,8 +33,9 @@ def tiny_config(out, **sections) -> Config:
     return cfg
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def ray_local():
+    """An embedded Ray for one test module (modules that build their own cluster need none running)."""
     import ray
 
     ray.init(address="local", num_cpus=2, include_dashboard=False, logging_level="ERROR")
@@ -43,12 +44,27 @@ def ray_local():
 
 
 @pytest.fixture(scope="session")
-def labeled_run(tmp_path_factory, ray_local):
-    """A run directory with a trained teacher and labeled train/held-out shards (shared, read-only)."""
+def labeled_run(tmp_path_factory):
+    """A run directory with a trained teacher and labeled train/held-out shards (shared, read-only).
+    Labeling uses the module's Ray if one is up, else an embedded Ray that it shuts down after."""
     from pipeline.label import run_label_stage
     from pipeline.teacher import run_teacher_stage
 
     cfg = tiny_config(tmp_path_factory.mktemp("run") / "out")
     run_teacher_stage(cfg)
     run_label_stage(cfg)
+    return cfg
+
+
+@pytest.fixture(scope="session")
+def trained_run(labeled_run, tmp_path_factory):
+    """A copy of `labeled_run` with a trained student too (shared, read-only: copy it to write into it)."""
+    import shutil
+
+    from pipeline.train import run_train_stage
+
+    out = tmp_path_factory.mktemp("trained") / "out"
+    shutil.copytree(labeled_run.out, out)
+    cfg = dataclasses.replace(labeled_run, out=str(out))
+    run_train_stage(cfg)
     return cfg

@@ -13,6 +13,8 @@ from pipeline.rundir import RunPaths
 from pipeline.teacher import load_teacher
 from teachers import to_float
 
+pytestmark = pytest.mark.usefixtures("ray_local")  # one Ray for the module; stages reuse it
+
 
 def copy_run(cfg, tmp_path):
     shutil.copytree(cfg.out, tmp_path / "run")
@@ -83,7 +85,7 @@ def test_shards_from_another_teacher_are_never_mixed_in(labeled_run, tmp_path):
         run_label_stage(cfg)
 
 
-def test_label_needs_a_teacher(tmp_path, ray_local):
+def test_label_needs_a_teacher(tmp_path):
     from tests.conftest import tiny_config
     from pipeline import rundir
 

@@ -26,6 +26,7 @@ class ShardRecord:
     bytes: int
     seed: int
     rejected: int = 0  # rows dropped because the teacher's logits were not finite
+    node: str = ""  # Ray node that labeled the shard (for the record; not part of the content)
 
 
 @dataclass

@@ -1,0 +1,61 @@
+"""One writer per output directory: a second run started on the same DIR stops at once.
+
+On a local filesystem this is an exclusive `flock` on DIR/.lock, which the kernel releases when
+the holder exits, crashed or not, so a killed run never leaves a stale lock behind. Object stores
+have no such primitive; there the caller is responsible for not starting two runs on one DIR (a
+scheduler's `concurrencyPolicy: Forbid`, for example).
+
+The lock is re-entrant within a process, so `run` can hold it across stages that also take it.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import socket
+from contextlib import contextmanager
+from typing import Iterator
+
+from pipeline import storage
+from pipeline.errors import UserError
+
+LOCK_NAME = ".lock"
+_held: dict[str, tuple[int, int]] = {}  # lock path -> (file descriptor, depth)
+
+
+@contextmanager
+def output_lock(out: str) -> Iterator[None]:
+    local = storage.local_path(out)
+    if local is None:
+        yield
+        return
+    path = os.path.join(local, LOCK_NAME)
+    if path in _held:
+        fd, depth = _held[path]
+        _held[path] = (fd, depth + 1)
+        try:
+            yield
+        finally:
+            _held[path] = (fd, _held[path][1] - 1)
+        return
+    created = not os.path.exists(local)
+    os.makedirs(local, exist_ok=True)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        holder = os.pread(fd, 200, 0).decode(errors="replace").strip() or "another process"
+        os.close(fd)
+        raise UserError(f"{out} is in use by another run ({holder}); wait for it to finish or use another --out.")
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, f"pid {os.getpid()} on {socket.gethostname()}\n".encode(), 0)
+    _held[path] = (fd, 1)
+    try:
+        yield
+    finally:
+        del _held[path]
+        if created and os.listdir(local) == [LOCK_NAME]:
+            # A run that failed before writing anything leaves no directory behind.
+            os.unlink(path)
+            os.rmdir(local)
+        os.close(fd)  # closing releases the flock
