@@ -4,6 +4,8 @@
     python -m pipeline teacher|label|train|eval --out DIR
                                                      one stage, continuing the run recorded in DIR
     python -m pipeline eval DIR --min-agreement 0.99 exit 3 if held-out agreement is below the bar
+    python -m pipeline sweep DIR --sweep.widths '[8,32,128]'
+                                                     students of several sizes: the smallest reaching the target
 
 Every config key is an option (`--train.max_epochs 5`), and `--config FILE.yaml` overrides defaults.
 Exit codes: 0 ok, 1 user error (missing/corrupt file, mismatched teacher or output directory),
@@ -17,12 +19,13 @@ import sys
 from argparse import ArgumentError
 from typing import Callable, Optional
 
-from jsonargparse import ActionConfigFile, ArgumentParser
+from jsonargparse import ActionConfigFile, ArgumentParser, set_parsing_settings
 
 from pipeline import rundir
 from pipeline.config import Config
-from pipeline.errors import EXIT_CONFIG_ERROR, EXIT_GATE_FAILED, EXIT_OK, UserError
-from pipeline.report import terminal_summary
+from pipeline.errors import EXIT_CONFIG_ERROR, EXIT_GATE_FAILED, EXIT_OK, EXIT_USER_ERROR, UserError
+from pipeline.lock import output_lock
+from pipeline.report import gate_line, terminal_summary
 
 
 def _teacher(cfg: Config) -> None:
@@ -52,8 +55,39 @@ def _eval(cfg: Config) -> int:
 
     report = run_eval_stage(cfg)
     print(terminal_summary(report))
-    print(f"report: {rundir.RunPaths(cfg.out).report_json}")
-    return EXIT_GATE_FAILED if report.gate_passed is False else EXIT_OK
+    print(f"report: {rundir.RunPaths(cfg.out).report_json} (and report.md, report.html)")
+    if report.gate_passed is False:
+        print(f"error: {gate_line(report)}", file=sys.stderr)
+        return EXIT_GATE_FAILED
+    return EXIT_OK
+
+
+def _sweep(cfg: Config) -> None:
+    from pipeline.report import sweep_table, text_table
+    from pipeline.sweep import run_sweep
+
+    def on_done(trial: dict, done: int, total: int) -> None:
+        action = "trained" if trial["trained"] else "reused"
+        print(f"[{done}/{total}] {trial['name']} {action}: {trial['params']:,} params, "
+              f"held-out top-1 agreement {trial['agreement']['heldout']:.4f}", flush=True)
+
+    sweep = run_sweep(cfg, on_done)
+    print(text_table(sweep_table(sweep)))
+    smallest = sweep["smallest"]
+    print(f"smallest student reaching held-out agreement {sweep['target']}: "
+          + (f"{smallest['name']} ({smallest['params']:,} params)" if smallest else "none; try wider students"))
+    print(f"sweep: {rundir.RunPaths(cfg.out).root}/sweep/sweep.json (and sweep.png)")
+
+
+def _verify(cfg: Config) -> int:
+    from pipeline.verify import verify_run
+
+    result = verify_run(cfg.out)
+    for problem in result.problems:
+        print(f"BAD  {problem}")
+    print(f"verified {result.checked} shard(s) in {cfg.out}: "
+          f"{'all match the manifest' if result.ok else f'{len(result.problems)} problem(s)'}")
+    return EXIT_OK if result.ok else EXIT_USER_ERROR
 
 
 def _run(cfg: Config) -> int:
@@ -68,22 +102,29 @@ STAGES: dict[str, tuple[Callable[[Config], Optional[int]], str]] = {
     "teacher": (_teacher, "Train the teacher on its seed dataset, or import teacher.checkpoint."),
     "label": (_label, "Generate inputs and label them with the teacher on Ray, into Parquet shards."),
     "train": (_train, "Train the student on the labeled shards with Lightning (DDP with --devices N)."),
-    "eval": (_eval, "Measure student-teacher agreement and write report.json / report.md."),
+    "eval": (_eval, "Measure student-teacher agreement and write report.json / report.md / report.html."),
+    "verify": (_verify, "Check every shard against the manifest's checksums; exit 1 if any is bad or missing."),
+    "sweep": (_sweep, "Train students of several sizes on the run's shards (Ray) and find the smallest that reaches the target agreement."),
 }
 
 
 def build_parser() -> ArgumentParser:
+    # The docstring under each config field becomes its --help text.
+    set_parsing_settings(docstring_parse_attribute_docstrings=True)
     parser = ArgumentParser(prog="python -m pipeline", description=__doc__.split("\n\n")[0], exit_on_error=False)
     subcommands = parser.add_subcommands(dest="stage")
     for name, (_, help_text) in STAGES.items():
         sub = ArgumentParser(description=help_text, exit_on_error=False)
-        if name == "eval":
+        if name in ("eval", "verify", "sweep"):
             sub.add_argument("dir", nargs="?", default=None, help="Output directory of the run (same as --out).")
+        if name == "eval":
             sub.add_argument("--min-agreement", type=Optional[float], default=None,
                              help="Exit with code 3 if held-out top-1 agreement is below this (eval.min_agreement).")
         if name in ("run", "train"):
             sub.add_argument("--devices", type=Optional[int], default=None,
                              help="DDP processes for the train stage (train.devices).")
+            sub.add_argument("--resume", action="store_true",
+                             help="Continue an interrupted training run from its last checkpoint (train.resume).")
         sub.add_argument("--config", action=ActionConfigFile, help="A YAML file of config values.")
         sub.add_class_arguments(Config, as_group=False)
         subcommands.add_subcommand(name, sub, help=help_text)
@@ -100,6 +141,8 @@ def _to_config(parser: ArgumentParser, ns) -> Config:
         cfg.eval = dataclasses.replace(cfg.eval, min_agreement=stage_ns.min_agreement)
     if getattr(stage_ns, "devices", None) is not None:
         cfg.train = dataclasses.replace(cfg.train, devices=stage_ns.devices)
+    if getattr(stage_ns, "resume", False):
+        cfg.train = dataclasses.replace(cfg.train, resume=True)
     return cfg
 
 
@@ -129,7 +172,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {_one_line(exc)}", file=sys.stderr)
         return exc.exit_code
     try:
-        return STAGES[stage][0](cfg) or EXIT_OK
+        if stage == "verify":  # reads only: no lock, so it can check a run that is in progress
+            return _verify(cfg)
+        with output_lock(cfg.out):
+            return STAGES[stage][0](cfg) or EXIT_OK
     except UserError as exc:
         print(f"error: {_one_line(exc)}", file=sys.stderr)
         return exc.exit_code

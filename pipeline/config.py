@@ -123,10 +123,18 @@ class LabelConfig:
     """GPUs per teacher actor. None: 1 when the cluster has GPUs, else 0."""
     max_retries: int = field(default=3, metadata=EXECUTION_ONLY)
     """Ray retries for a shard whose worker died."""
+    top_k: Optional[int] = None
+    """Store only the k largest logits per input (float16 values + class indices) instead of all of
+    them: for teachers with many classes, where full logits dominate the bytes on disk. Training
+    then learns the teacher's distribution renormalised over its top k (KL loss only)."""
+    bf16_on_gpu: bool = True
+    """On a GPU, run the teacher under bf16 autocast (about twice the throughput of fp32; logits
+    are stored as float16 either way). Turn off for a teacher that is unstable in bf16."""
 
     def __post_init__(self) -> None:
         _check(self.batch_size >= 1, f"label.batch_size must be at least 1, got {self.batch_size}.")
         _check(self.actors is None or self.actors >= 1, f"label.actors must be at least 1, got {self.actors}.")
+        _check(self.top_k is None or self.top_k >= 1, f"label.top_k must be at least 1, got {self.top_k}.")
 
 
 @dataclass
@@ -153,7 +161,10 @@ class TrainConfig:
     batch_size: int = 256
     """Per device."""
     lr: float = 3e-3
-    """Peak learning rate of the one-cycle schedule."""
+    """Peak learning rate of the schedule."""
+    schedule: Literal["onecycle", "cosine", "constant"] = "onecycle"
+    """Learning rate over the run, stepped every batch. onecycle: warm up to lr over the first 15%,
+    then anneal to almost zero; cosine: from lr down to zero; constant: lr throughout."""
     temperature: float = 2.0
     """Softmax temperature of the KL loss; the loss is scaled by T^2 so gradients keep their size."""
     loss: Literal["kl", "mse"] = "kl"
@@ -170,27 +181,96 @@ class TrainConfig:
     """auto, cpu or gpu."""
     loader_workers: Optional[int] = field(default=None, metadata=EXECUTION_ONLY)
     """DataLoader worker processes per rank that read shards. None: 0 on a machine with 4 cores or
-    fewer (a worker then only competes with training for a core), else up to 4."""
+    fewer (a worker then only competes with training for a core), else up to 4; 0 on Ray Train
+    workers, which ask Ray for one CPU each plus one per loader process."""
+    num_workers: int = field(default=1, metadata=EXECUTION_ONLY)
+    """Ray Train workers, one process and one device each, anywhere on the Ray cluster (--address or
+    RAY_ADDRESS; an embedded local Ray without either). 1: train in this process (devices as above)."""
+    preflight: bool = field(default=True, metadata=EXECUTION_ONLY)
+    """Before training, check that the student can memorise a few examples of the first batch (loss
+    down to 5% of its start within preflight_steps); stop with an error if it cannot."""
+    preflight_steps: int = field(default=500, metadata=EXECUTION_ONLY)
+    """Optimizer steps the preflight may take (it stops as soon as the loss is low enough)."""
+    checkpoint_every_steps: int = field(default=200, metadata=EXECUTION_ONLY)
+    """Optimizer steps between checkpoints (DIR/student/checkpoints/last.ckpt), so a killed run loses
+    at most this many steps. 0: only at the end of each epoch."""
+    resume: bool = field(default=False, metadata=EXECUTION_ONLY)
+    """Continue the interrupted run from its last checkpoint (`train --resume`). Without it, a
+    checkpoint left by an interrupted run is an error rather than silently discarded."""
+    deterministic: bool = field(default=False, metadata=EXECUTION_ONLY)
+    """Deterministic algorithms only (Lightning's deterministic=True): bit-identical reruns and
+    resumes on the same hardware, at some cost in speed on GPU."""
 
     def __post_init__(self) -> None:
-        for key in ("max_epochs", "batch_size", "patience", "devices"):
+        for key in ("max_epochs", "batch_size", "patience", "devices", "num_workers", "preflight_steps"):
             _check(getattr(self, key) >= 1, f"train.{key} must be at least 1, got {getattr(self, key)}.")
         _check(self.lr > 0, f"train.lr must be positive, got {self.lr}.")
         _check(self.temperature > 0, f"train.temperature must be positive, got {self.temperature}.")
         _check(self.loader_workers is None or self.loader_workers >= 0,
                f"train.loader_workers must be at least 0, got {self.loader_workers}.")
         _check(self.accelerator in ("auto", "cpu", "gpu", "cuda"), f"train.accelerator must be auto, cpu or gpu, got {self.accelerator!r}.")
+        _check(self.checkpoint_every_steps >= 0,
+               f"train.checkpoint_every_steps must be at least 0, got {self.checkpoint_every_steps}.")
+        _check(self.num_workers == 1 or self.devices == 1,
+               "train.devices must be 1 when train.num_workers is more than 1 "
+               "(each Ray Train worker drives one device).")
 
 
 @dataclass
 class EvalConfig:
+    """The eval stage. Every field says how to measure, not what the run computes, so a finished
+    run can be evaluated again with other settings."""
+
     batch_size: int = field(default=4096, metadata=EXECUTION_ONLY)
     min_agreement: Optional[float] = field(default=None, metadata=EXECUTION_ONLY)
     """Promotion gate: exit with code 3 if held-out top-1 agreement is below this."""
+    workers: int = field(default=1, metadata=EXECUTION_ONLY)
+    """Parallel evaluators of the shard splits. 1: this process alone (no Ray needed, as in the gate's
+    pod). More: the shards are dealt whole to that many Ray tasks, whose metric states are merged."""
+    calibration_bins: int = field(default=15, metadata=EXECUTION_ONLY)
+    """Equal-width confidence bins of the calibration error and the reliability diagram."""
+    latency: bool = field(default=True, metadata=EXECUTION_ONLY)
+    """Measure teacher and student CPU latency at batch 1 and 256 (a few seconds)."""
+    latency_threads: int = field(default=1, metadata=EXECUTION_ONLY)
+    """Torch threads for latency measurement, fixed so figures compare across machines and runs."""
+    latency_seconds: float = field(default=0.5, metadata=EXECUTION_ONLY)
+    """Least time spent timing each model at each batch size, seconds; the median over the timed
+    blocks is reported."""
 
     def __post_init__(self) -> None:
         _check(self.batch_size >= 1, f"eval.batch_size must be at least 1, got {self.batch_size}.")
         _check(self.min_agreement is None or 0 <= self.min_agreement <= 1, f"eval.min_agreement must be in [0, 1], got {self.min_agreement}.")
+        for key in ("workers", "calibration_bins", "latency_threads"):
+            _check(getattr(self, key) >= 1, f"eval.{key} must be at least 1, got {getattr(self, key)}.")
+        _check(self.latency_seconds > 0, f"eval.latency_seconds must be positive, got {self.latency_seconds}.")
+
+
+@dataclass
+class SweepConfig:
+    """The capacity sweep (`python -m pipeline sweep`): students of several sizes trained on the run's
+    shards with its train settings, to find the smallest one that copies the teacher well enough.
+    Each trial lives in DIR/sweep/<arch>-w<width>-d<depth>/, so these fields say which trials to run,
+    not what the run computes."""
+
+    widths: list[int] = field(default_factory=lambda: [8, 16, 32, 64, 128, 256], metadata=EXECUTION_ONLY)
+    """Student widths to train (hidden units of an MLP, channels of a CNN)."""
+    depths: Optional[list[int]] = field(default=None, metadata=EXECUTION_ONLY)
+    """Student depths to train, crossed with the widths. None: student.depth."""
+    arch: Optional[str] = field(default=None, metadata=EXECUTION_ONLY)
+    """Student architecture of the sweep. None: student.arch."""
+    target_agreement: Optional[float] = field(default=None, metadata=EXECUTION_ONLY)
+    """Held-out top-1 agreement the smallest student must reach. None: eval.min_agreement, else 0.99."""
+    cpus_per_trial: int = field(default=1, metadata=EXECUTION_ONLY)
+    """CPUs (and torch threads) per trial; Ray runs as many trials at once as the cluster's CPUs allow."""
+    gpus_per_trial: float = field(default=0.0, metadata=EXECUTION_ONLY)
+    """GPUs per trial (0: train on CPU)."""
+
+    def __post_init__(self) -> None:
+        _check(len(self.widths) >= 1 and all(w >= 1 for w in self.widths), f"sweep.widths must be a non-empty list of positive widths, got {self.widths}.")
+        _check(self.depths is None or (len(self.depths) >= 1 and all(d >= 1 for d in self.depths)), f"sweep.depths must be a non-empty list of positive depths, got {self.depths}.")
+        _check(self.target_agreement is None or 0 <= self.target_agreement <= 1, f"sweep.target_agreement must be in [0, 1], got {self.target_agreement}.")
+        _check(self.cpus_per_trial >= 1, f"sweep.cpus_per_trial must be at least 1, got {self.cpus_per_trial}.")
+        _check(self.gpus_per_trial >= 0, f"sweep.gpus_per_trial must not be negative, got {self.gpus_per_trial}.")
 
 
 @dataclass
@@ -207,6 +287,12 @@ class Config:
     student: StudentConfig = field(default_factory=StudentConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
+    sweep: SweepConfig = field(default_factory=SweepConfig, metadata=EXECUTION_ONLY)
+    """Left out of the run's fingerprint whole: sweeping a finished run never makes it a different run."""
+
+    def __post_init__(self) -> None:
+        _check(self.label.top_k is None or self.train.loss == "kl",
+               "train.loss mse needs every logit, but label.top_k stores only the top k: use train.loss kl.")
 
 
 def result_fields(obj: Any) -> dict:

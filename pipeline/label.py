@@ -76,19 +76,23 @@ def generate_shard(seed_images: np.ndarray, data: DataConfig, seed: int, count: 
 class Labeler:
     """Holds one teacher for its whole life and turns generated inputs into committed shard files."""
 
-    def __init__(self, weights_path: str, card: dict, batch_size: int, threads: int):
+    def __init__(self, weights_path: str, card: dict, batch_size: int, threads: int, bf16_on_gpu: bool = True,
+                 top_k: int | None = None):
         torch.set_num_threads(threads)
         self.card = TeacherCard.from_dict(card)
         self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
         self.teacher = build_teacher(self.card, storage.read_bytes(weights_path), weights_path).to(self.device)
-        self.batch_size = batch_size
+        self.batch_size, self.top_k = batch_size, top_k
+        self.autocast = self.device.type == "cuda" and bf16_on_gpu
 
     @torch.inference_mode()
     def logits(self, inputs: np.ndarray) -> np.ndarray:
         out = []
         for start in range(0, len(inputs), self.batch_size):
-            x = to_float(torch.tensor(inputs[start : start + self.batch_size], device=self.device))
-            out.append(self.teacher(x).float().cpu())
+            # Only bytes cross to the device; the conversion to float happens there.
+            x = to_float(torch.tensor(inputs[start : start + self.batch_size]).to(self.device, non_blocking=True))
+            with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.autocast):
+                out.append(self.teacher(x).float().cpu())
         return torch.cat(out).numpy()
 
     def label(self, generated: tuple[np.ndarray, np.ndarray], job: ShardJob) -> shards.ShardRecord:
@@ -100,7 +104,7 @@ class Labeler:
         finite = np.isfinite(logits16).all(axis=1)
         sample_ids = job.index * job.count + np.arange(len(inputs), dtype=np.int64)
         table = shards.make_table(sample_ids[finite], job.seed, kinds[finite], inputs[finite], logits16[finite],
-                                  job.metadata)
+                                  job.metadata, top_k=self.top_k)
         if faults.should_crash(job.split, job.index):
             path = storage.local_path(storage.join(job.split_dir, shards.shard_file_name(job.split, job.index)))
             faults.crash_midway(path, shards.serialize(table, job.row_group_size))
@@ -132,7 +136,8 @@ class LabelerPool:
             num_cpus=1, num_gpus=num_gpus, max_restarts=-1, max_task_retries=cfg.label.max_retries,
             scheduling_strategy="SPREAD",
         )
-        self._start = lambda: actor_cls.remote(paths.teacher_weights, card.to_dict(), cfg.label.batch_size, threads)
+        self._start = lambda: actor_cls.remote(paths.teacher_weights, card.to_dict(), cfg.label.batch_size, threads,
+                                               cfg.label.bf16_on_gpu, cfg.label.top_k)
         self.actors = [self._start() for _ in range(count)]
         self.load = [0] * count  # shards in flight per actor
 
@@ -163,7 +168,8 @@ def _label_split(cfg: Config, paths: rundir.RunPaths, split: str, planned: int, 
     if manifest is None:
         manifest = shards.Manifest(split=split, teacher_fingerprint=card.fingerprint, generator_hash=gen_hash,
                                    input_shape=list(card.input_shape), num_classes=card.num_classes,
-                                   planned_shards=planned, row_group_size=cfg.data.row_group_size)
+                                   planned_shards=planned, row_group_size=cfg.data.row_group_size,
+                                   top_k=cfg.label.top_k)
     bad = {i: problem for i, r in manifest.shards.items() if (problem := shards.check_shard(split_dir, r))}
     for i, problem in bad.items():
         tqdm.write(f"relabeling shard {i}: {problem}")
@@ -238,6 +244,9 @@ def run_label_stage(cfg: Config, seed: SeedData | None = None) -> LabelResult:
 
 def _label_stage(cfg: Config, paths: rundir.RunPaths, seed: SeedData | None) -> LabelResult:
     _, card = load_teacher(paths)
+    if cfg.label.top_k is not None and cfg.label.top_k >= card.num_classes:
+        raise UserError(f"label.top_k = {cfg.label.top_k} keeps every one of the teacher's {card.num_classes} classes; "
+                        "leave it unset, or choose fewer.")
     seed = seed or load_seed(cfg)
     gen_hash = generator_hash(cfg, seed.train_images)
     plan = {"train": (cfg.data.shards, cfg.data.seed), "heldout": (cfg.data.heldout_shards, cfg.data.heldout_seed)}

@@ -1,22 +1,49 @@
-"""The report: report.json (a stable contract for machines), report.md and a terminal table (for people)."""
+"""The report: report.json (a stable contract for machines), report.md, report.html with its
+figures embedded, PNG figures in DIR/plots/, and a terminal table (for people).
+
+report.json always holds `agreement.{train,heldout}.{top1,top5,kl}`, `accuracy.{teacher,student}`
+and `params.{teacher,student}` (fractions in [0, 1], KL in nats); everything else is added beside
+those keys, never in their place. Every page and figure is drawn from the Report alone, so they
+can be redrawn from report.json (as the sweep does when it adds its results).
+"""
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import asdict, dataclass, field
 
 from pipeline import storage
 from pipeline.rundir import RunPaths
 
+REPORT_HTML = "report.html"
+PLOTS_DIR = "plots"
+SPLIT_ORDER = ("train", "heldout", "test")
+PER_SPLIT = ("agreement", "calibration", "reliability", "per_class_agreement", "confusion")
+
+
+def _in_split_order(section: dict) -> dict:
+    # report.json is written with sorted keys; tables and figures read best in pipeline order.
+    rank = {s: i for i, s in enumerate(SPLIT_ORDER)}
+    return dict(sorted(section.items(), key=lambda kv: (rank.get(kv[0], len(rank)), kv[0])))
+
 
 @dataclass
 class Report:
-    agreement: dict  # split -> {"top1", "top5", "kl", "samples"}; fractions in [0, 1], KL in nats
-    accuracy: dict  # {"teacher", "student"} on the real test split, fractions
+    agreement: dict  # split -> {"top1", "top5", "kl", "js", "samples"}; fractions in [0, 1], KL and JS in nats
+    accuracy: dict  # {"teacher", "student", "test_samples"} on the real test split, fractions
     params: dict  # {"teacher", "student"} parameter counts
     teacher: dict = field(default_factory=dict)
     student: dict = field(default_factory=dict)
     rejected_rows: dict = field(default_factory=dict)  # split -> rows dropped for non-finite teacher logits
     min_agreement: float | None = None
+    classes: list = field(default_factory=list)
+    calibration: dict = field(default_factory=dict)  # split -> {"student_vs_teacher", "teacher", "student"}: ECE
+    reliability: dict = field(default_factory=dict)  # split -> same keys -> {"count", "confidence", "accuracy"} per bin
+    per_class_agreement: dict = field(default_factory=dict)  # split -> [agreement per teacher class, None if empty]
+    confusion: dict = field(default_factory=dict)  # split -> [[count]]: rows teacher's class, columns student's
+    latency: dict | None = None  # {"teacher": {"batch1_ms", "batch256_ms"}, "student": {...}, "speedup": {...}}
+    curves: dict = field(default_factory=dict)  # {"epoch": [...], "train/loss": [...], ...}
+    sweep: dict | None = None  # the capacity sweep (sweep.json), when one was run
 
     @property
     def gate_passed(self) -> bool | None:
@@ -32,55 +59,176 @@ class Report:
         del data["min_agreement"]
         return data
 
+    @classmethod
+    def from_dict(cls, data: dict) -> "Report":
+        data = dict(data)
+        data["min_agreement"] = (data.pop("gate", None) or {}).get("min_agreement")
+        for name in PER_SPLIT:
+            if isinstance(data.get(name), dict):
+                data[name] = _in_split_order(data[name])
+        known = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in known})
+
 
 def _fmt(value, digits: int = 4) -> str:
     return "–" if value is None else f"{value:.{digits}f}"
 
 
+def _ms(value) -> str:
+    return "–" if value is None else f"{value:.3f} ms" if value < 10 else f"{value:.1f} ms"
+
+
+def _size_ratio(teacher: int, student: int) -> str:
+    if student <= teacher:
+        return f"{teacher / student:.1f}x fewer"
+    return f"{student / teacher:.1f}x more"
+
+
 def agreement_table(report: Report) -> list[list[str]]:
-    rows = [["split", "samples", "top-1 agreement", "top-5 agreement", "KL(teacher‖student)"]]
+    rows = [["split", "samples", "top-1 agreement", "top-5 agreement", "KL(teacher‖student)", "JS", "ECE vs teacher"]]
     for split, m in report.agreement.items():
-        rows.append([split, f"{m['samples']:,}", _fmt(m["top1"]), _fmt(m["top5"]), _fmt(m["kl"], 5)])
+        ece = report.calibration.get(split, {}).get("student_vs_teacher")
+        rows.append([split, f"{m['samples']:,}", _fmt(m["top1"]), _fmt(m["top5"]), _fmt(m["kl"], 5),
+                     _fmt(m.get("js"), 5), _fmt(ece)])
     return rows
 
 
+def calibration_line(report: Report) -> str | None:
+    test = report.calibration.get("test", {})
+    if "teacher" not in test:
+        return None
+    return f"calibration on real test data (ECE): teacher {_fmt(test['teacher'])}, student {_fmt(test.get('student'))}"
+
+
+def latency_lines(report: Report) -> list[str]:
+    lat = report.latency
+    if not lat:
+        return []
+    t, s, x = lat["teacher"], lat["student"], lat["speedup"]
+    return [f"CPU latency ({lat['threads']} thread(s)), batch 1: teacher {_ms(t['batch1_ms'])}, "
+            f"student {_ms(s['batch1_ms'])} ({x['batch1']:.1f}x faster); batch 256: teacher "
+            f"{_ms(t['batch256_ms'])}, student {_ms(s['batch256_ms'])} ({x['batch256']:.1f}x faster)"]
+
+
+def weakest_classes(report: Report, split: str = "heldout", limit: int = 3) -> list[tuple[str, float]]:
+    values = report.per_class_agreement.get(split) or []
+    pairs = [(report.classes[i], v) for i, v in enumerate(values) if v is not None and i < len(report.classes)]
+    return sorted(pairs, key=lambda p: p[1])[:limit]
+
+
+def gate_line(report: Report) -> str | None:
+    if report.gate_passed is None:
+        return None
+    top1 = report.agreement.get("heldout", {}).get("top1")
+    if top1 is None:
+        return (f"promotion gate: held-out top-1 agreement >= {report.min_agreement}: FAILED "
+                "(no held-out shards to measure it on; set data.heldout_shards)")
+    verdict = "passed" if report.gate_passed else "FAILED"
+    return f"promotion gate: held-out top-1 agreement {top1:.4f} >= {report.min_agreement}: {verdict}"
+
+
 def summary_lines(report: Report) -> list[str]:
+    from pipeline.metrics import top_confusions  # torchmetrics: imported when a report is shown, not by every CLI command
+
     p, a = report.params, report.accuracy
     lines = [
         f"test accuracy: teacher {_fmt(a['teacher'])}, student {_fmt(a['student'])} ({a['test_samples']} real test images)",
-        f"parameters: teacher {p['teacher']:,}, student {p['student']:,} ({p['teacher'] / p['student']:.1f}x fewer)",
+        f"parameters: teacher {p['teacher']:,}, student {p['student']:,} ({_size_ratio(p['teacher'], p['student'])})",
     ]
-    if report.gate_passed is not None:
-        verdict = "passed" if report.gate_passed else "FAILED"
-        lines.append(f"promotion gate: held-out top-1 agreement >= {report.min_agreement}: {verdict}")
+    lines += [line for line in [calibration_line(report)] if line]
+    lines += latency_lines(report)
+    weakest = weakest_classes(report)
+    if weakest:
+        lines.append("weakest held-out classes: " + ", ".join(f"{c} {v:.3f}" for c, v in weakest))
+    confusions = top_confusions(report.confusion.get("heldout"), report.classes, limit=3)
+    if confusions:
+        lines.append("most frequent held-out disagreements (teacher → student): "
+                     + ", ".join(f"{c['teacher']}→{c['student']} ({c['count']})" for c in confusions))
+    lines += [line for line in [gate_line(report)] if line]
     return lines
 
 
-def _text_table(rows: list[list[str]]) -> str:
+def sweep_table(sweep: dict) -> list[list[str]]:
+    rows = [["student", "params", "train top-1", "heldout top-1", "heldout KL", "batch-1 latency",
+             "batch-256 latency", "epochs", ""]]
+    smallest = (sweep.get("smallest") or {}).get("name")
+    for t in sorted(sweep["trials"], key=lambda t: t["params"]):
+        lat = t.get("latency") or {}
+        mark = f"◀ smallest reaching {sweep['target']}" if t["name"] == smallest else ""
+        rows.append([t["name"], f"{t['params']:,}", _fmt(t["agreement"]["train"]), _fmt(t["agreement"]["heldout"]),
+                     _fmt(t.get("kl", {}).get("heldout"), 5), _ms(lat.get("batch1_ms")), _ms(lat.get("batch256_ms")),
+                     str(t.get("epochs", "")), mark])
+    return rows
+
+
+def text_table(rows: list[list[str]]) -> str:
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows)
 
 
-def _markdown_table(rows: list[list[str]]) -> str:
+def markdown_table(rows: list[list[str]]) -> str:
     lines = ["| " + " | ".join(rows[0]) + " |", "|" + "---|" * len(rows[0])]
     return "\n".join(lines + ["| " + " | ".join(r) + " |" for r in rows[1:]])
 
 
 def terminal_summary(report: Report) -> str:
-    return "\n".join([_text_table(agreement_table(report)), "", *summary_lines(report)])
+    return "\n".join([text_table(agreement_table(report)), "", *summary_lines(report)])
 
 
-def markdown(report: Report) -> str:
+def figures(report: Report) -> dict[str, tuple[str, bytes]]:
+    """name -> (caption, PNG bytes) for every figure the report's data allows."""
+    from pipeline import plots  # matplotlib: imported only when figures are drawn
+
+    out: dict[str, tuple[str, bytes]] = {}
+    if report.curves.get("epoch"):
+        out["curves"] = ("Training curves: distillation loss and top-1 agreement per epoch.",
+                         plots.training_curves(report.curves))
+    if any(report.per_class_agreement.values()) and report.classes:
+        out["per_class"] = ("Top-1 agreement within each of the teacher's classes.",
+                            plots.per_class_agreement(report.per_class_agreement, report.classes))
+    if report.reliability:
+        out["reliability"] = ("Reliability diagrams: how often a prediction made with a given confidence is "
+                              "right (against true labels, left) or agrees with the teacher (right).",
+                              plots.reliability(report.reliability, report.calibration))
+    split = next((s for s in ("heldout", "train") if report.confusion.get(s)), None)
+    if split and report.classes:
+        out["confusion"] = (f"Student against teacher on the {split} shards: which class the student picks "
+                            "instead of the teacher's.", plots.confusion(report.confusion[split], report.classes, split))
+    if report.sweep and report.sweep.get("trials"):
+        teacher_ms = (report.latency or {}).get("teacher", {}).get("batch1_ms")
+        out["sweep"] = ("Capacity sweep: agreement against student size and CPU latency; the star marks the "
+                        "smallest student reaching the target.",
+                        plots.sweep(report.sweep, report.params.get("teacher"), teacher_ms))
+    return out
+
+
+def markdown(report: Report, figure_captions: dict[str, str] | None = None) -> str:
     t, s = report.teacher, report.student
-    return "\n".join([
+    lines = [
         "# Distillation report", "",
         f"Teacher `{t.get('arch')}` (fingerprint `{str(t.get('fingerprint'))[:12]}`, dataset {t.get('dataset')}); "
         f"student `{s.get('arch')}` width {s.get('width')}, depth {s.get('depth')}, trained {s.get('epochs')} epochs.", "",
-        "## Student–teacher agreement", "", _markdown_table(agreement_table(report)), "",
+        "## Student–teacher agreement", "", markdown_table(agreement_table(report)), "",
         *[f"- {line}" for line in summary_lines(report)], "",
-    ])
+    ]
+    if report.sweep and report.sweep.get("trials"):
+        lines += ["## Capacity sweep", "", markdown_table(sweep_table(report.sweep)), ""]
+    for name, caption in (figure_captions or {}).items():
+        lines += [f"![{caption}]({PLOTS_DIR}/{name}.png)", ""]
+    return "\n".join(lines)
 
 
 def write_report(paths: RunPaths, report: Report) -> None:
+    """report.json first (the contract), then the figures, report.md and the self-contained report.html."""
+    from pipeline.html_report import html_page
+
     storage.write_json_atomic(paths.report_json, report.to_dict())
-    storage.write_bytes_atomic(paths.report_md, markdown(report).encode())
+    figs = figures(report)
+    for name, (_, png) in figs.items():
+        storage.write_bytes_atomic(storage.join(paths.root, PLOTS_DIR, f"{name}.png"), png)
+    storage.write_bytes_atomic(paths.report_md, markdown(report, {n: c for n, (c, _) in figs.items()}).encode())
+    storage.write_bytes_atomic(storage.join(paths.root, REPORT_HTML), html_page(report, figs).encode())
+
+
+def load_report(paths: RunPaths) -> Report | None:
+    return Report.from_dict(storage.read_json(paths.report_json)) if storage.exists(paths.report_json) else None

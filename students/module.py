@@ -12,27 +12,36 @@ from __future__ import annotations
 import lightning as L
 import torch
 import torch.nn as nn
-from torchmetrics import MeanMetric
+from torchmetrics import MeanMetric, Metric
 from torchmetrics.classification import MulticlassAccuracy
 
 from students.losses import LOSSES
 
+SCHEDULES = ("onecycle", "cosine", "constant")
+
 
 class DistillationModule(L.LightningModule):
     def __init__(self, student: nn.Module, input_shape: tuple[int, int, int], num_classes: int, lr: float = 3e-3,
-                 temperature: float = 2.0, loss: str = "kl"):
+                 temperature: float = 2.0, loss: str = "kl", schedule: str = "onecycle",
+                 steps_per_epoch: int | None = None):
+        """`steps_per_epoch` sizes the schedule; None asks the trainer (which means reading the data
+        once more before training starts)."""
         super().__init__()
         if loss not in LOSSES:
             raise ValueError(f"unknown loss {loss!r}; expected one of: {', '.join(LOSSES)}")
+        if schedule not in SCHEDULES:
+            raise ValueError(f"unknown schedule {schedule!r}; expected one of: {', '.join(SCHEDULES)}")
         self.student = student
         self.input_shape = tuple(input_shape)
-        self.lr, self.temperature = lr, temperature
+        self.lr, self.temperature, self.schedule = lr, temperature, schedule
+        self.steps_per_epoch = steps_per_epoch
         self.loss_fn = LOSSES[loss]
         self.save_hyperparameters(ignore=["student"])
         # validate_args=False: the per-step input checks cost more than the update itself.
         self.train_agreement = MulticlassAccuracy(num_classes, top_k=1, average="micro", validate_args=False)
         self.val_agreement = MulticlassAccuracy(num_classes, top_k=1, average="micro", validate_args=False)
         self.train_loss = MeanMetric()  # epoch mean, synced across ranks once per epoch, not per step
+        self._restored_epoch_metrics: dict | None = None
 
     def forward(self, inputs: torch.Tensor) -> torch.Tensor:
         x = inputs.view(-1, *self.input_shape).float().div(255)
@@ -63,11 +72,50 @@ class DistillationModule(L.LightningModule):
         self.log("val/loss", loss, on_epoch=True, sync_dist=True)
         self.log("val/agreement", self.val_agreement, on_epoch=True, prog_bar=True)
 
+    # A checkpoint taken mid-epoch carries the epoch's running agreement and loss, summed over the
+    # ranks, so a resumed epoch ends with the figures (and the stopping decision) of an unbroken one.
+    def _epoch_metrics(self) -> dict[str, Metric]:
+        return {"train_agreement": self.train_agreement, "train_loss": self.train_loss}
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        # Every rank gets here (saving is collective), so the sum over ranks is safe to take.
+        states = {}
+        for name, metric in self._epoch_metrics().items():
+            with metric.sync_context(should_sync=True, distributed_available=_distributed):
+                states[name] = {k: getattr(metric, k).detach().cpu().clone() for k in metric._defaults}
+        checkpoint["epoch_metrics"] = states
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        self._restored_epoch_metrics = checkpoint.get("epoch_metrics")
+
+    def on_train_start(self) -> None:
+        # Rank 0 carries the restored sums; the other ranks start from zero, so the next sync adds
+        # each row once.
+        states, self._restored_epoch_metrics = self._restored_epoch_metrics, None
+        if not states or self.global_rank != 0:
+            return
+        for name, metric in self._epoch_metrics().items():
+            for key, value in states.get(name, {}).items():
+                setattr(metric, key, value.to(self.device))
+            metric._update_count = max(metric._update_count, 1)  # it holds data: compute() without a warning
+
     def configure_optimizers(self):
         optimizer = torch.optim.Adam(self.student.parameters(), lr=self.lr, weight_decay=0.0)
-        # One cycle over the whole budget: a warm start, then annealing to a tiny rate, which is
-        # what lets the student settle into the teacher's function rather than hover around it.
-        schedule = torch.optim.lr_scheduler.OneCycleLR(
-            optimizer, max_lr=self.lr, total_steps=int(self.trainer.estimated_stepping_batches), pct_start=0.15
-        )
+        if self.schedule == "constant":
+            return optimizer
+        if self.steps_per_epoch is not None:
+            total = self.steps_per_epoch * self.trainer.max_epochs
+        else:
+            total = int(self.trainer.estimated_stepping_batches)
+        if self.schedule == "onecycle":
+            # A warm start, then annealing to a tiny rate, which is what lets the student settle
+            # into the teacher's function rather than hover around it.
+            schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=self.lr, total_steps=total,
+                                                           pct_start=0.15)
+        else:
+            schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=total)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}
+
+
+def _distributed() -> bool:
+    return torch.distributed.is_available() and torch.distributed.is_initialized()

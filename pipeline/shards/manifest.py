@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import asdict, dataclass, field
+from typing import Optional
 
 from pipeline import storage
 from pipeline.errors import UserError
@@ -38,6 +39,7 @@ class Manifest:
     num_classes: int
     planned_shards: int
     row_group_size: int
+    top_k: Optional[int] = None  # shards store only the k largest logits per row (see schema.py)
     schema_version: int = SCHEMA_VERSION
     shards: dict[int, ShardRecord] = field(default_factory=dict)
 

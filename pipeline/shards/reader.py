@@ -7,18 +7,35 @@ Training (`ShardStream`)
   exactly the same number of batches (uneven iterable data makes DDP hang), and at most
   world_size * batch_size - 1 rows per epoch are left out. Inside a rank, each DataLoader worker
   takes a contiguous run of that rank's batches, so no two workers read the same rows and each
-  reads only the row groups under its run. Nothing is loaded whole: memory is a row group or two.
+  reads only the row groups under its run. Nothing is loaded whole: memory is a row group or two,
+  whatever the number of shards (row permutations are drawn per group, when the group is read).
+  Batches are views into a shuffled row group: the only copy on the way is a batch that straddles
+  two row groups. Row groups are read in the loop that trains, not on a thread: on a machine with
+  few cores (where the loader has no worker processes) a read-ahead thread costs more in GIL
+  hand-overs and contention with torch's threads than it hides (measured with
+  bench/train_throughput.py).
+
+Order and resuming
+  A DataLoader hands out its workers' batches round-robin, so the order training sees is the
+  workers' runs interleaved (`batch_order`). A stream can resume an epoch after its first N batches
+  in that order (`resume`): the remaining batches are dealt round-robin to the new loader's
+  workers, which the loader interleaves back into exactly the same order. With the same number of
+  workers each worker again reads (the rest of) one contiguous run.
 
 Evaluation (`iter_batches`)
   Every row of every committed shard once, in manifest order, the last batch possibly short.
+
+Both hand out dense `logits`, also from shards labeled with label.top_k (see schema.dense_logits).
 """
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Iterator, Sequence
 
 import numpy as np
+import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
 from torch.utils.data import IterableDataset, get_worker_info
@@ -26,9 +43,11 @@ from torch.utils.data import IterableDataset, get_worker_info
 from pipeline import storage
 from pipeline.errors import UserError
 from pipeline.shards.manifest import Manifest, ShardRecord
-from pipeline.shards.schema import fixed_list_to_numpy
+from pipeline.shards.schema import dense_logits
 
 DEFAULT_COLUMNS = ("input", "logits")
+TOPK_COLUMNS = ("topk_values", "topk_indices")  # what a top-k shard stores instead of `logits`
+OPEN_FILES = 32  # Parquet files a reader keeps open (row groups come in random shard order); bounds memory
 
 
 @dataclass(frozen=True)
@@ -58,25 +77,93 @@ def open_shard(split_dir: str, record: ShardRecord) -> pq.ParquetFile:
         raise UserError(f"Shard {path} cannot be read as Parquet ({exc}).") from exc
 
 
-def columns_to_tensors(table, columns: Sequence[str]) -> dict[str, torch.Tensor]:
-    out = {}
-    for name in columns:
-        column = table.column(name)
-        array = fixed_list_to_numpy(column) if name in ("input", "logits") else column.to_numpy()
-        # Arrow's buffers are read-only; torch wants writable memory, so take a (cheap) copy.
-        out[name] = torch.from_numpy(np.array(array, copy=True))
+def _column_numpy(column: pa.ChunkedArray | pa.Array) -> np.ndarray:
+    """A column as numpy, without a copy where Arrow allows: [rows, width] for fixed-size lists and
+    fixed-size binary (bytes as uint8), [rows] otherwise. The result may be read-only."""
+    array = column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
+    if pa.types.is_fixed_size_list(array.type):
+        return array.flatten().to_numpy(zero_copy_only=False).reshape(-1, array.type.list_size)
+    if pa.types.is_fixed_size_binary(array.type):
+        width = array.type.byte_width
+        return np.frombuffer(array.buffers()[1], np.uint8, len(array) * width, array.offset * width).reshape(-1, width)
+    return array.to_numpy(zero_copy_only=False)
+
+
+def stored_columns(manifest: Manifest, columns: Sequence[str]) -> list[str]:
+    """The Parquet columns that hold `columns`: a top-k shard keeps its logits in two."""
+    if getattr(manifest, "top_k", None) is None:
+        return list(columns)
+    return [c for name in columns for c in (TOPK_COLUMNS if name == "logits" else (name,))]
+
+
+def _densify(arrays: dict[str, np.ndarray], manifest: Manifest) -> dict[str, np.ndarray]:
+    if TOPK_COLUMNS[0] not in arrays:
+        return arrays
+    out = {k: v for k, v in arrays.items() if k not in TOPK_COLUMNS}
+    out["logits"] = dense_logits(arrays["topk_values"], arrays["topk_indices"], manifest.num_classes)
     return out
 
 
-def row_groups(split_dir: str, manifest: Manifest) -> list[RowGroup]:
-    groups = []
-    for record in manifest.records():
-        path = storage.join(split_dir, record.path)
-        full, last = divmod(record.rows, manifest.row_group_size)
-        groups += [RowGroup(path, i, manifest.row_group_size) for i in range(full)]
-        if last:
-            groups.append(RowGroup(path, full, last))
-    return groups
+def columns_to_tensors(table, columns: Sequence[str], manifest: Manifest | None = None) -> dict[str, torch.Tensor]:
+    """`columns` of an Arrow table or record batch as tensors (dense logits from a top-k shard's
+    columns when `manifest` says it is one)."""
+    arrays = {name: _column_numpy(table.column(name)) for name in table.column_names}
+    if manifest is not None:
+        arrays = _densify(arrays, manifest)
+    # Arrow's buffers are read-only; torch wants writable memory, so take a (cheap) copy.
+    return {name: torch.from_numpy(np.array(arrays[name], copy=True)) for name in columns}
+
+
+class _Groups:
+    """Every row group of a split as three integer arrays (12 bytes a group, not a Python object)."""
+
+    def __init__(self, split_dir: str, manifest: Manifest):
+        records = [r for r in manifest.records() if r.rows > 0]
+        self.paths = [storage.join(split_dir, r.path) for r in records]
+        size = manifest.row_group_size
+        counts = [-(-r.rows // size) for r in records]
+        self.file = np.repeat(np.arange(len(records), dtype=np.int32), counts)
+        self.index = np.concatenate([np.arange(c, dtype=np.int32) for c in counts] or [np.zeros(0, np.int32)])
+        self.rows = np.full(len(self.file), size, dtype=np.int32)
+        self.rows[np.cumsum(counts, dtype=np.int64) - 1] = [r.rows - (c - 1) * size for r, c in zip(records, counts)]
+
+    def __len__(self) -> int:
+        return len(self.file)
+
+    def get(self, gid: int) -> RowGroup:
+        return RowGroup(self.paths[self.file[gid]], int(self.index[gid]), int(self.rows[gid]))
+
+
+class _EpochOrder(Sequence):
+    """The row groups of an epoch in their shuffled order, as RowGroups made when asked for."""
+
+    def __init__(self, groups: _Groups, ids: np.ndarray):
+        self.groups, self.ids = groups, ids
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def __getitem__(self, position: int) -> RowGroup:
+        return self.groups.get(int(self.ids[position]))
+
+
+class _Permutations(Sequence):
+    """The row permutation of each row group in an epoch's order, drawn only when asked for, so a
+    plan costs memory per row group, not per row."""
+
+    def __init__(self, seed: int, epoch: int, groups: _Groups, ids: np.ndarray):
+        self.seed, self.epoch, self.groups, self.ids = seed, epoch, groups, ids
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def __getitem__(self, position: int) -> np.ndarray:
+        gid = int(self.ids[position])
+        return np.random.default_rng([self.seed, self.epoch, gid]).permutation(int(self.groups.rows[gid]))
+
+
+def _run_start(worker: int, q: int, r: int) -> int:
+    return worker * q + min(worker, r)
 
 
 class ShardStream(IterableDataset):
@@ -88,59 +175,98 @@ class ShardStream(IterableDataset):
         self.batch_size, self.seed = batch_size, seed
         self.rank, self.world_size = rank, world_size
         self.columns = tuple(columns)
-        self.groups = row_groups(split_dir, manifest)
+        self.groups = _Groups(split_dir, manifest)
         self.records = {storage.join(split_dir, r.path): r for r in manifest.records()}
-        self.epoch = 0
+        self.set_epoch(0)
         if len(self) == 0:
             raise UserError(f"{split_dir} holds {manifest.rows} rows, fewer than one batch of {batch_size} for each "
                             f"of {world_size} rank(s): lower train.batch_size or generate more data.")
 
     def set_epoch(self, epoch: int) -> None:
+        """Start `epoch` from its first batch."""
         self.epoch = epoch
+        self.resume_at = 0  # batches of the epoch already consumed, in the order below
+        self.order_workers: int | None = None  # the loader workers whose interleaving fixes that order
+
+    def resume(self, batches: int, order_workers: int) -> None:
+        """Continue the current epoch after its first `batches` batches, in the order a loader with
+        `order_workers` workers delivers them (whatever the number of workers from now on)."""
+        if not 0 <= batches <= len(self) or order_workers < 1:
+            raise ValueError(f"cannot resume after {batches} of {len(self)} batches with {order_workers} workers")
+        self.resume_at, self.order_workers = batches, order_workers
 
     def __len__(self) -> int:
         """Batches this rank yields per epoch (the same on every rank)."""
         return (self.manifest.rows // self.world_size) // self.batch_size
 
-    def plan(self, worker: int = 0, num_workers: int = 1) -> tuple[list[RowGroup], list[np.ndarray], int, int]:
+    def _epoch_groups(self) -> tuple[_EpochOrder, _Permutations]:
+        ids = np.random.default_rng([self.seed, self.epoch]).permutation(len(self.groups))
+        return _EpochOrder(self.groups, ids), _Permutations(self.seed, self.epoch, self.groups, ids)
+
+    def plan(self, worker: int = 0, num_workers: int = 1) -> tuple[Sequence[RowGroup], Sequence[np.ndarray], int, int]:
         """This epoch's row-group order and row permutations, and the [start, stop) rows of the virtual
-        sequence that (rank, worker) reads."""
-        rng = np.random.default_rng([self.seed, self.epoch])
-        order = [self.groups[i] for i in rng.permutation(len(self.groups))]
-        perms = [rng.permutation(g.rows) for g in order]
-        batches = len(self)
-        first = worker * batches // num_workers
-        last = (worker + 1) * batches // num_workers
-        rank_start = self.rank * batches * self.batch_size
+        sequence that (rank, worker) reads when the epoch starts from its first batch."""
+        order, perms = self._epoch_groups()
+        q, r = divmod(len(self), max(1, num_workers))
+        first, last = _run_start(worker, q, r), _run_start(worker + 1, q, r)
+        rank_start = self.rank * len(self) * self.batch_size
         return order, perms, rank_start + first * self.batch_size, rank_start + last * self.batch_size
+
+    def batch_at(self, position: int, order_workers: int) -> int:
+        """The batch (index k: rows [k*B, (k+1)*B) of the rank's slice) delivered at `position` of the
+        epoch by a loader with `order_workers` workers, each reading one contiguous run of batches,
+        the longer runs first, taken round-robin."""
+        q, r = divmod(len(self), order_workers)
+        full_rounds = q * order_workers
+        round_, worker = divmod(position, order_workers) if position < full_rounds else (q, position - full_rounds)
+        return _run_start(worker, q, r) + round_
+
+    def worker_batches(self, worker: int, num_workers: int) -> Iterator[int]:
+        """The batches, in delivery order, that loader worker `worker` of `num_workers` yields: the rest
+        of the epoch's order from `resume_at`, dealt round-robin."""
+        num_workers = max(1, num_workers)
+        order_workers = self.order_workers or num_workers
+        return (self.batch_at(j, order_workers) for j in range(self.resume_at + worker, len(self), num_workers))
 
     def __iter__(self) -> Iterator[dict[str, torch.Tensor]]:
         info = get_worker_info()
         worker, num_workers = (info.id, info.num_workers) if info else (0, 1)
-        order, perms, start, stop = self.plan(worker, num_workers)
-        files: dict[str, pq.ParquetFile] = {}
-        pending: list[dict[str, torch.Tensor]] = []
-        pending_rows = 0
-        offset = 0  # position of the current row group in the virtual sequence
-        for group, perm in zip(order, perms):
-            lo, hi = max(start, offset), min(stop, offset + group.rows)
-            offset += group.rows
-            if lo >= hi:
-                if offset >= stop:
-                    break
-                continue
-            if group.path not in files:
+        order, perms = self._epoch_groups()
+        ends = np.cumsum([g.rows for g in order])
+        rank_start = self.rank * len(self) * self.batch_size
+        columns = stored_columns(self.manifest, self.columns)
+        files: OrderedDict[str, pq.ParquetFile] = OrderedDict()
+
+        def load(position: int) -> dict[str, np.ndarray]:
+            """Row group `position` of the epoch, its rows shuffled."""
+            group = order[position]
+            if group.path in files:
+                files.move_to_end(group.path)
+            else:
                 files[group.path] = open_shard(self.split_dir, self.records[group.path])
-            table = files[group.path].read_row_group(group.index, columns=list(self.columns))
-            take = torch.from_numpy(perm[lo - (offset - group.rows): hi - (offset - group.rows)])
-            pending.append({k: v[take] for k, v in columns_to_tensors(table, self.columns).items()})
-            pending_rows += len(take)
-            while pending_rows >= self.batch_size:
-                merged = {k: torch.cat([p[k] for p in pending]) for k in self.columns}
-                yield {k: v[: self.batch_size] for k, v in merged.items()}
-                rest = {k: v[self.batch_size:] for k, v in merged.items()}
-                pending, pending_rows = [rest], pending_rows - self.batch_size
-        # The slice holds a whole number of batches, so nothing is left over here.
+                if len(files) > OPEN_FILES:
+                    files.popitem(last=False)
+            table = files[group.path].read_row_group(group.index, columns=columns, use_threads=False)
+            perm = perms[position]
+            # One gather per row group into fresh (writable) memory; batches are then views into it.
+            return {name: np.take(_column_numpy(table.column(name)), perm, axis=0) for name in columns}
+
+        loaded: dict[int, dict[str, np.ndarray]] = {}  # the row groups under the current batch
+        for k in self.worker_batches(worker, num_workers):
+            lo = rank_start + k * self.batch_size
+            hi = lo + self.batch_size
+            positions = range(int(np.searchsorted(ends, lo, side="right")),
+                              int(np.searchsorted(ends, hi - 1, side="right")) + 1)
+            loaded = {p: loaded[p] if p in loaded else load(p) for p in positions}
+            pieces = []
+            for p in positions:
+                begin = int(ends[p]) - order[p].rows
+                a, b = max(lo, begin) - begin, min(hi, int(ends[p])) - begin
+                pieces.append({name: array[a:b] for name, array in loaded[p].items()})
+            # A batch across row groups is the only copy on the way.
+            batch = pieces[0] if len(pieces) == 1 else {
+                name: np.concatenate([piece[name] for piece in pieces]) for name in columns}
+            yield {name: torch.from_numpy(array) for name, array in _densify(batch, self.manifest).items()}
 
 
 def iter_batches(split_dir: str, manifest: Manifest, batch_size: int,
@@ -148,5 +274,5 @@ def iter_batches(split_dir: str, manifest: Manifest, batch_size: int,
     """Every committed row exactly once, in manifest order."""
     for record in manifest.records():
         shard = open_shard(split_dir, record)
-        for batch in shard.iter_batches(batch_size=batch_size, columns=list(columns)):
-            yield columns_to_tensors(batch, columns)
+        for batch in shard.iter_batches(batch_size=batch_size, columns=stored_columns(manifest, columns)):
+            yield columns_to_tensors(batch, columns, manifest)

@@ -1,0 +1,84 @@
+"""Training checkpoints: written atomically, read without unpickling, found again on --resume.
+
+Lightning writes checkpoints through a CheckpointIO plugin; this one goes through
+`pipeline.storage`, so a checkpoint is complete or absent (temporary name, then rename) and may
+live on any storage the run directory does (s3://, gs://, file://). Loading uses
+`torch.load(weights_only=True)`: a checkpoint holds tensors and plain data only, never code.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+from dataclasses import dataclass
+from typing import Any, Optional
+
+import torch
+from lightning.pytorch.plugins.io import CheckpointIO
+
+from pipeline import storage
+from pipeline.errors import UserError
+from pipeline.train_data import check_resumable
+
+log = logging.getLogger(__name__)
+
+LAST = "last.ckpt"  # ModelCheckpoint(save_last=True) keeps the newest checkpoint under this name
+
+
+class AtomicCheckpointIO(CheckpointIO):
+    def save_checkpoint(self, checkpoint: dict[str, Any], path, storage_options: Optional[Any] = None) -> None:
+        buffer = io.BytesIO()
+        torch.save(checkpoint, buffer)
+        storage.write_bytes_atomic(str(path), buffer.getvalue())
+
+    def load_checkpoint(self, path, map_location: Optional[Any] = None, weights_only: Optional[bool] = None) -> dict:
+        return read_checkpoint(str(path), map_location)
+
+    def remove_checkpoint(self, path) -> None:
+        if storage.exists(str(path)):
+            fs, p = storage.resolve(str(path))
+            fs.delete_file(p)
+
+
+def read_checkpoint(path: str, map_location: Optional[Any] = None) -> dict:
+    data = storage.read_bytes(path)
+    try:
+        return torch.load(io.BytesIO(data), map_location=map_location or "cpu", weights_only=True)
+    except Exception as exc:  # pickle, zip and weights-only refusals all land here
+        raise UserError(f"{path} cannot be read as a training checkpoint ({type(exc).__name__}); "
+                        "delete it to start the training over.") from exc
+
+
+def checkpoint_dir(student_dir: str) -> str:
+    return storage.join(student_dir, "checkpoints")
+
+
+def last_checkpoint(student_dir: str) -> str:
+    return storage.join(checkpoint_dir(student_dir), LAST)
+
+
+@dataclass
+class ResumePoint:
+    path: str
+    epoch: int  # epochs finished before the checkpoint's epoch
+    step: int  # optimizer steps taken
+
+
+def resume_point(student_dir: str, resume: bool, world_size: int) -> Optional[ResumePoint]:
+    """The checkpoint to continue from, or None to start afresh.
+
+    A checkpoint left by an interrupted run is never silently dropped: without `resume` it is an
+    error that says how to continue or start over."""
+    path = last_checkpoint(student_dir)
+    if not storage.exists(path):
+        if resume:
+            log.warning("Nothing to resume in %s: training starts from the beginning.", checkpoint_dir(student_dir))
+        return None
+    checkpoint = read_checkpoint(path)
+    point = ResumePoint(path, int(checkpoint.get("epoch", 0)), int(checkpoint.get("global_step", 0)))
+    if not resume:
+        raise UserError(f"{path} holds an interrupted training run (epoch {point.epoch + 1}, step {point.step}): "
+                        f"continue it with --resume, or delete {checkpoint_dir(student_dir)} to start over.")
+    for state in checkpoint.get("loops", {}).get("fit_loop", {}).get("state_dict", {}).get("combined_loader", []):
+        check_resumable(state, world_size)
+    return point

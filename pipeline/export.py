@@ -1,0 +1,46 @@
+"""The trained student as a self-contained ONNX file, usable without this project's code.
+
+DIR/student/student.onnx takes `input`: float32 [batch, C, H, W] with pixel values in [0, 1] (the
+student's own interface; divide uint8 images by 255) and returns `logits`: float32 [batch, K], the
+raw logits. The batch size is free. Any ONNX runtime runs it (onnxruntime, TensorRT, OpenVINO, ...).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import io
+import logging
+
+import torch
+
+from pipeline import storage
+
+INPUT_NAME, OUTPUT_NAME = "input", "logits"
+
+
+def onnx_path(student_dir: str) -> str:
+    return storage.join(student_dir, "student.onnx")
+
+
+def onnx_bytes(student: torch.nn.Module, input_shape: tuple[int, int, int]) -> bytes:
+    model = copy.deepcopy(student).cpu().float().eval()
+    example = torch.rand(2, *input_shape)
+    # The exporter reports its progress on stdout; a stage's output is its own summary line.
+    quiet = logging.getLogger("torch.onnx")
+    level = quiet.level
+    quiet.setLevel(logging.ERROR)
+    try:
+        with contextlib.redirect_stdout(io.StringIO()):
+            program = torch.onnx.export(model, (example,), input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
+                                        dynamic_shapes=({0: torch.export.Dim("batch")},), dynamo=True,
+                                        verbose=False)
+    finally:
+        quiet.setLevel(level)
+    return program.model_proto.SerializeToString()
+
+
+def export_onnx(student: torch.nn.Module, input_shape, student_dir: str) -> str:
+    path = onnx_path(student_dir)
+    storage.write_bytes_atomic(path, onnx_bytes(student, tuple(input_shape)))
+    return path

@@ -1,0 +1,190 @@
+"""The capacity sweep: students of several sizes trained on the run's shards, in parallel Ray tasks,
+compared by agreement, parameters and CPU latency, to find the smallest student that copies the
+teacher well enough (the capacity at which "useful overfitting" reaches the target).
+
+Each trial is `pipeline.train.fit_student` with `student` replaced, in its own folder
+DIR/sweep/<arch>-w<width>-d<depth>/ (weights, card, checkpoints, training curves, train.log). A
+finished trial (its card written) is reused, so an interrupted sweep continues where it stopped and
+a wider sweep trains only the new sizes. Latency is measured here, after every trial has finished,
+one model at a time: timing next to running trainings would measure the contention, not the model.
+
+Output: DIR/sweep/sweep.json, DIR/sweep/sweep.png, and (when the run has a report) the report
+redrawn with a sweep section.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import io
+import logging
+from dataclasses import dataclass
+
+import ray
+import torch
+
+from pipeline import latency, plots, rundir, shards, storage
+from pipeline.config import Config
+from pipeline.errors import UserError
+from pipeline.evaluate import evaluate_split, load_student_dir
+from pipeline.ray_session import ray_session
+from pipeline.report import load_report, write_report
+from pipeline.teacher import load_teacher
+from students import STUDENTS
+
+SWEEP_DIR = "sweep"
+DEFAULT_TARGET = 0.99
+SPLITS = ("train", "heldout")
+
+
+@dataclass(frozen=True)
+class Trial:
+    arch: str
+    width: int
+    depth: int
+
+    @property
+    def name(self) -> str:
+        return f"{self.arch}-w{self.width}-d{self.depth}"
+
+
+def sweep_json_path(paths: rundir.RunPaths) -> str:
+    return storage.join(paths.root, SWEEP_DIR, "sweep.json")
+
+
+def load_sweep(paths: rundir.RunPaths) -> dict | None:
+    path = sweep_json_path(paths)
+    return storage.read_json(path) if storage.exists(path) else None
+
+
+def plan(cfg: Config) -> list[Trial]:
+    s = cfg.sweep
+    arch = s.arch or cfg.student.arch
+    depths = s.depths or [cfg.student.depth]
+    return [Trial(arch, w, d) for d in sorted(set(depths)) for w in sorted(set(s.widths))]
+
+
+def target_of(cfg: Config) -> float:
+    for value in (cfg.sweep.target_agreement, cfg.eval.min_agreement):
+        if value is not None:
+            return value
+    return DEFAULT_TARGET
+
+
+def smallest_reaching(trials: list[dict], target: float) -> dict | None:
+    """The trial with the fewest parameters whose held-out top-1 agreement reaches `target`."""
+    reaching = [t for t in trials if t["agreement"]["heldout"] is not None and t["agreement"]["heldout"] >= target]
+    return min(reaching, key=lambda t: (t["params"], t["name"]), default=None)
+
+
+@contextlib.contextmanager
+def _quiet(log: io.StringIO):
+    """Send a trial's progress bars, warnings and Lightning's info lines to its log, not the console
+    the trials share."""
+    loggers = [logging.getLogger(n) for n in ("lightning.pytorch", "lightning.fabric", "lightning")]
+    levels = [lg.level for lg in loggers]
+    for lg in loggers:
+        lg.setLevel(logging.WARNING)
+    try:
+        with contextlib.redirect_stdout(log), contextlib.redirect_stderr(log):
+            yield
+    finally:
+        for lg, level in zip(loggers, levels):
+            lg.setLevel(level)
+
+
+def run_trial(cfg: Config, root: str, trial: Trial, threads: int) -> dict:
+    """Train (or reuse) one student of the sweep and measure its agreement on both shard splits."""
+    from pipeline.train import fit_student, student_card_path
+
+    torch.set_num_threads(threads)
+    paths = rundir.RunPaths(root)
+    student_dir = storage.join(root, SWEEP_DIR, trial.name)
+    trained = not storage.exists(student_card_path(student_dir))
+    if trained:
+        trial_cfg = dataclasses.replace(
+            cfg, student=dataclasses.replace(cfg.student, arch=trial.arch, width=trial.width, depth=trial.depth),
+            # One process per trial: parallelism comes from running trials side by side.
+            train=dataclasses.replace(cfg.train, devices=1, loader_workers=0),
+        )
+        log = io.StringIO()
+        try:
+            with _quiet(log):
+                fit_student(trial_cfg, paths, student_dir)
+        finally:
+            storage.write_bytes_atomic(storage.join(student_dir, "train.log"), log.getvalue().encode())
+    student, card, weights = load_student_dir(student_dir)
+    values = {s: evaluate_split(student, card, weights, paths.split(s), cfg.eval.batch_size,
+                                cfg.eval.calibration_bins).compute() for s in SPLITS}
+    return {
+        "name": trial.name, "arch": card.arch, "width": card.width, "depth": card.depth, "params": card.params,
+        "epochs": card.epochs, "dir": f"{SWEEP_DIR}/{trial.name}", "trained": trained,
+        **{kind: {s: values[s][kind] for s in SPLITS} for kind in ("top1", "top5", "kl", "js")},
+        "agreement": {s: values[s]["top1"] for s in SPLITS},
+    }
+
+
+_run_trial_task = ray.remote(run_trial)
+
+
+def _check_ready(cfg: Config, paths: rundir.RunPaths) -> None:
+    """Refuse before starting any trial, rather than in every one of them."""
+    load_teacher(paths)
+    shards.require_manifest(paths.split("train"))
+    heldout = shards.require_manifest(paths.split("heldout"))
+    if heldout.rows == 0:
+        raise UserError(f"{paths.split('heldout')} holds no rows: the sweep compares students on held-out shards "
+                        "(start a run with data.heldout_shards of at least 1).")
+    arch = cfg.sweep.arch or cfg.student.arch
+    if arch not in STUDENTS:
+        raise UserError(f"sweep.arch {arch!r} is unknown; expected one of: {', '.join(STUDENTS.names())}.")
+
+
+def _run_trials(cfg: Config, trials: list[Trial], on_done) -> list[dict]:
+    s = cfg.sweep
+    task = _run_trial_task.options(num_cpus=s.cpus_per_trial, num_gpus=s.gpus_per_trial, max_retries=0)
+    pending = {task.remote(cfg, cfg.out, t, s.cpus_per_trial): t for t in trials}
+    results = []
+    while pending:
+        done, _ = ray.wait(list(pending), num_returns=1)
+        trial = pending.pop(done[0])
+        try:
+            result = ray.get(done[0])
+        except ray.exceptions.RayTaskError as exc:
+            cause = exc.cause if isinstance(getattr(exc, "cause", None), UserError) else None
+            if cause is not None:
+                raise UserError(f"sweep trial {trial.name}: {cause}") from exc
+            raise
+        results.append(result)
+        on_done(result, len(results), len(trials))
+    return results
+
+
+def run_sweep(cfg: Config, on_done=lambda result, done, total: None) -> dict:
+    paths = rundir.prepare(cfg)
+    _check_ready(cfg, paths)
+    trials = plan(cfg)
+    with ray_session(cfg.address):
+        results = _run_trials(cfg, trials, on_done)
+    teacher, card = load_teacher(paths)
+    e = cfg.eval
+    for result in results:
+        student, _, _ = load_student_dir(storage.join(paths.root, result["dir"]))
+        result["latency"] = latency.model_latency(student, card.input_shape, e.latency_threads, e.latency_seconds)
+    results.sort(key=lambda t: (t["params"], t["name"]))
+    target = target_of(cfg)
+    smallest = smallest_reaching(results, target)
+    sweep = {
+        "target": target, "split": "heldout", "trials": results, "smallest": smallest,
+        "teacher": {"params": sum(p.numel() for p in teacher.parameters()),
+                    "latency": latency.model_latency(teacher, card.input_shape, e.latency_threads, e.latency_seconds)},
+        "latency_threads": e.latency_threads,
+    }
+    storage.write_json_atomic(sweep_json_path(paths), sweep)
+    figure = plots.sweep(sweep, sweep["teacher"]["params"], sweep["teacher"]["latency"]["batch1_ms"])
+    storage.write_bytes_atomic(storage.join(paths.root, SWEEP_DIR, "sweep.png"), figure)
+    report = load_report(paths)
+    if report is not None:
+        report.sweep = sweep
+        write_report(paths, report)
+    return sweep
