@@ -13,6 +13,7 @@ import torch
 from safetensors.torch import load_file
 
 from pipeline.rundir import RunPaths
+from tests.conftest import cli as run_cli
 from pipeline.train import run_train_stage
 from pipeline.train_faults import TRAIN_FAULT
 from students import STUDENTS, DistillationModule, kl_loss
@@ -112,12 +113,7 @@ DDP_SETTINGS = ["--devices", "2", "--train.checkpoint_every_steps", "4"]
 
 
 def cli(*args, fault=None, timeout=240):
-    env = {**os.environ, "RAY_ADDRESS": ""}
-    env.pop(TRAIN_FAULT, None)
-    if fault:
-        env[TRAIN_FAULT] = fault
-    return subprocess.run([sys.executable, "-m", "pipeline", *args], capture_output=True, text=True, timeout=timeout,
-                          env=env)
+    return run_cli(*args, env={TRAIN_FAULT: fault} if fault else None, timeout=timeout)
 
 
 @pytest.fixture(scope="module")

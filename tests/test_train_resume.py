@@ -7,8 +7,6 @@ import io
 import os
 import pickle
 import shutil
-import subprocess
-import sys
 
 import pytest
 import torch
@@ -20,6 +18,7 @@ from pipeline.checkpoints import AtomicCheckpointIO, read_checkpoint
 from pipeline.config import result_fields
 from pipeline.errors import UserError
 from pipeline.rundir import RunPaths
+from tests.conftest import cli as run_cli
 from pipeline.train_faults import KILLED_EXIT_CODE, TRAIN_FAULT
 
 # 768 rows / 64 = 12 steps an epoch, 2 epochs; a checkpoint every 5 steps.
@@ -27,12 +26,7 @@ SETTINGS = ["--train.checkpoint_every_steps", "5", "--train.deterministic", "tru
 
 
 def cli(*args, fault=None, timeout=240):
-    env = {**os.environ, "RAY_ADDRESS": ""}
-    env.pop(TRAIN_FAULT, None)
-    if fault:
-        env[TRAIN_FAULT] = fault
-    return subprocess.run([sys.executable, "-m", "pipeline", *args], capture_output=True, text=True, timeout=timeout,
-                          env=env)
+    return run_cli(*args, env={TRAIN_FAULT: fault} if fault else None, timeout=timeout)
 
 
 def copy_run(cfg, dest):
