@@ -8,6 +8,9 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import signal
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -68,3 +71,18 @@ def trained_run(labeled_run, tmp_path_factory):
     cfg = dataclasses.replace(labeled_run, out=str(out))
     run_train_stage(cfg)
     return cfg
+
+
+def cli(*args, env: dict | None = None, timeout: float = 240) -> subprocess.CompletedProcess:
+    """`python -m pipeline ARGS` as a user runs it: its own process session (on the embedded Ray,
+    whatever RAY_ADDRESS the shell has), and whatever it leaves running is killed afterwards."""
+    proc = subprocess.Popen([sys.executable, "-m", "pipeline", *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, env={**os.environ, "RAY_ADDRESS": "", **(env or {})}, start_new_session=True)
+    try:
+        stdout, stderr = proc.communicate(timeout=timeout)
+    finally:
+        try:  # e.g. the Ray processes of a driver killed on purpose
+            os.killpg(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    return subprocess.CompletedProcess(proc.args, proc.returncode, stdout, stderr)

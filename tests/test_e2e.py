@@ -2,18 +2,12 @@
 
 import json
 import os
-import subprocess
-import sys
 
 import pytest
 
+from tests.conftest import cli
+
 TINY = os.path.join(os.path.dirname(__file__), "..", "pipeline", "configs", "tiny.yaml")
-
-
-def cli(*args, timeout=180):
-    env = {**os.environ, "RAY_ADDRESS": ""}  # the embedded default, whatever the shell has set
-    return subprocess.run([sys.executable, "-m", "pipeline", *args], capture_output=True, text=True,
-                          timeout=timeout, env=env)
 
 
 @pytest.fixture(scope="module")

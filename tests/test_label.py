@@ -1,7 +1,6 @@
 import dataclasses
 import shutil
 
-import numpy as np
 import pyarrow.parquet as pq
 import pytest
 import torch

@@ -1,14 +1,9 @@
 """Labeling under faults, each injected deterministically (pipeline/faults.py), through the CLI."""
 
 import dataclasses
-import json
 import os
 import shutil
-import signal
-import subprocess
-import sys
 
-import numpy as np
 import pytest
 import torch
 
@@ -19,22 +14,9 @@ from pipeline.lock import output_lock
 from pipeline.rundir import RunPaths
 from pipeline.teacher import run_teacher_stage
 from teachers import TEACHERS, load_seed_dataset, weights_to_bytes
-from tests.conftest import tiny_config
+from tests.conftest import cli, tiny_config
 
 pytestmark = pytest.mark.usefixtures("ray_local")
-
-
-def cli(*args, env=None, timeout=180):
-    proc = subprocess.Popen([sys.executable, "-m", "pipeline", *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True, env={**os.environ, "RAY_ADDRESS": "", **(env or {})}, start_new_session=True)
-    try:
-        stdout, stderr = proc.communicate(timeout=timeout)
-    finally:
-        try:  # whatever a killed driver left behind in its session
-            os.killpg(proc.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-    return subprocess.CompletedProcess(proc.args, proc.returncode, stdout, stderr)
 
 
 def fresh_run(tmp_path, name, teacher_from=None, **sections):

@@ -1,6 +1,5 @@
 """Top-k soft labels: only the k largest logits are stored, and training still learns from them."""
 
-import dataclasses
 import shutil
 
 import numpy as np
