@@ -1,6 +1,6 @@
 """How close does the label stage come to the teacher's own speed?
 
-    python bench/label_throughput.py                         # default CNN teacher on 8x8 digits
+    python bench/label_throughput.py                         # default CNN teacher on 8x8 digits, 1M samples
     python bench/label_throughput.py --teacher resnet18      # a heavier teacher on 3x32x32 inputs
     python bench/label_throughput.py --samples 1000000       # memory stays flat as the run grows
 
@@ -109,7 +109,7 @@ def ceiling(cfg: Config, paths: rundir.RunPaths, seed_images: np.ndarray, sample
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--teacher", choices=sorted(TEACHERS_UNDER_TEST), default="cnn")
-    parser.add_argument("--samples", type=int, default=400_000)
+    parser.add_argument("--samples", type=int, default=1_000_000)
     parser.add_argument("--samples-per-shard", type=int, default=4096)
     parser.add_argument("--batch-size", type=int, default=1024)
     parser.add_argument("--classes", type=int, default=10, help="Classes of the resnet18 teacher's stand-in data")
