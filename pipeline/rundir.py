@@ -16,6 +16,8 @@ from pipeline.config import Config, differing_keys, result_fields
 from pipeline.errors import UserError
 
 CONFIG_NAME = "config.yaml"
+STUDENT_WEIGHTS = "student.safetensors"  # inside a student's directory (the run's, or a sweep trial's)
+STUDENT_CARD = "student.json"
 
 
 @dataclass(frozen=True)
@@ -46,11 +48,11 @@ class RunPaths:
 
     @property
     def student_weights(self) -> str:
-        return self._("student", "student.safetensors")  # = pipeline.train.student_weights_path(student_dir)
+        return self._("student", STUDENT_WEIGHTS)
 
     @property
     def student_card(self) -> str:
-        return self._("student", "student.json")
+        return self._("student", STUDENT_CARD)
 
     @property
     def report_json(self) -> str:

@@ -136,11 +136,11 @@ def make_trainer(cfg: Config, student_dir: str, strategy=None, devices=None, plu
 
 
 def student_weights_path(student_dir: str) -> str:
-    return storage.join(student_dir, "student.safetensors")
+    return storage.join(student_dir, rundir.STUDENT_WEIGHTS)
 
 
 def student_card_path(student_dir: str) -> str:
-    return storage.join(student_dir, "student.json")
+    return storage.join(student_dir, rundir.STUDENT_CARD)
 
 
 def save_weights(student: torch.nn.Module, student_dir: str) -> None:
