@@ -32,6 +32,21 @@ def test_roundtrip_keeps_values_schema_and_metadata(tmp_path):
     assert shards.read_metadata(schema)["schema_version"] == shards.SCHEMA_VERSION
 
 
+def test_logits_read_back_exactly_and_a_lone_shard_is_readable_with_pyarrow_and_numpy(tmp_path):
+    import pyarrow.parquet as pq
+
+    manifest = write_split(tmp_path, n_shards=1, rows=50, num_classes=7)
+    expected = np.random.default_rng(0).normal(size=(50, 7)).astype(np.float16)  # as write_split made them
+    batches = list(shards.iter_batches(str(tmp_path), manifest, 16))
+    assert np.array_equal(torch.cat([b["logits"] for b in batches]).numpy(), expected)
+    # Without this project: the field metadata names the element type of the fixed-size binary column.
+    table = pq.read_table(tmp_path / manifest.shards[0].path)
+    field = table.schema.field("logits")
+    dtype = np.dtype(field.metadata[b"distillery.dtype"].decode())
+    raw = b"".join(v.as_py() for v in table.column("logits"))
+    assert np.array_equal(np.frombuffer(raw, dtype).reshape(50, 7), expected)
+
+
 def test_serialization_is_deterministic(tmp_path):
     a = write_split(tmp_path / "a")
     b = write_split(tmp_path / "b")

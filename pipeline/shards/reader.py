@@ -43,7 +43,7 @@ from torch.utils.data import IterableDataset, get_worker_info
 from pipeline import storage
 from pipeline.errors import UserError
 from pipeline.shards.manifest import Manifest, ShardRecord
-from pipeline.shards.schema import dense_logits
+from pipeline.shards.schema import dense_logits, field_dtype
 
 DEFAULT_COLUMNS = ("input", "logits")
 TOPK_COLUMNS = ("topk_values", "topk_indices")  # what a top-k shard stores instead of `logits`
@@ -77,16 +77,20 @@ def open_shard(split_dir: str, record: ShardRecord) -> pq.ParquetFile:
         raise UserError(f"Shard {path} cannot be read as Parquet ({exc}).") from exc
 
 
-def _column_numpy(column: pa.ChunkedArray | pa.Array) -> np.ndarray:
-    """A column as numpy, without a copy where Arrow allows: [rows, width] for fixed-size lists and
-    fixed-size binary (bytes as uint8), [rows] otherwise. The result may be read-only."""
+def _column_numpy(column: pa.ChunkedArray | pa.Array, field: pa.Field) -> np.ndarray:
+    """A column as numpy without a copy: [rows, width] of the field's dtype for an array column
+    (fixed-size binary, see schema.py), [rows] for a scalar one. The result may be read-only."""
     array = column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
-    if pa.types.is_fixed_size_list(array.type):
-        return array.flatten().to_numpy(zero_copy_only=False).reshape(-1, array.type.list_size)
-    if pa.types.is_fixed_size_binary(array.type):
-        width = array.type.byte_width
-        return np.frombuffer(array.buffers()[1], np.uint8, len(array) * width, array.offset * width).reshape(-1, width)
-    return array.to_numpy(zero_copy_only=False)
+    dtype = field_dtype(field)
+    if dtype is None:
+        return array.to_numpy(zero_copy_only=False)
+    width = array.type.byte_width // dtype.itemsize
+    return np.frombuffer(array.buffers()[1], dtype, len(array) * width, array.offset * array.type.byte_width
+                         ).reshape(-1, width)
+
+
+def _table_numpy(table: pa.Table | pa.RecordBatch, names: Sequence[str]) -> dict[str, np.ndarray]:
+    return {name: _column_numpy(table.column(name), table.schema.field(name)) for name in names}
 
 
 def stored_columns(manifest: Manifest, columns: Sequence[str]) -> list[str]:
@@ -107,7 +111,7 @@ def _densify(arrays: dict[str, np.ndarray], manifest: Manifest) -> dict[str, np.
 def columns_to_tensors(table, columns: Sequence[str], manifest: Manifest | None = None) -> dict[str, torch.Tensor]:
     """`columns` of an Arrow table or record batch as tensors (dense logits from a top-k shard's
     columns when `manifest` says it is one)."""
-    arrays = {name: _column_numpy(table.column(name)) for name in table.column_names}
+    arrays = _table_numpy(table, table.column_names)
     if manifest is not None:
         arrays = _densify(arrays, manifest)
     # Arrow's buffers are read-only; torch wants writable memory, so take a (cheap) copy.
@@ -249,7 +253,7 @@ class ShardStream(IterableDataset):
             table = files[group.path].read_row_group(group.index, columns=columns, use_threads=False)
             perm = perms[position]
             # One gather per row group into fresh (writable) memory; batches are then views into it.
-            return {name: np.take(_column_numpy(table.column(name)), perm, axis=0) for name in columns}
+            return {name: np.take(array, perm, axis=0) for name, array in _table_numpy(table, columns).items()}
 
         loaded: dict[int, dict[str, np.ndarray]] = {}  # the row groups under the current batch
         for k in self.worker_batches(worker, num_workers):

@@ -4,11 +4,17 @@ Columns
   sample_id   int64     unique within a split: shard_index * samples_per_shard + row
   shard_seed  int64     the seed the shard's inputs were generated from (constant per shard)
   kind        int8      how the input was made (index into KINDS)
-  input       fixed_size_binary[C*H*W]        the input's uint8 pixels, exactly as the teacher saw them
-  logits      fixed_size_list<float16>[K]     the teacher's raw logits (temperature is a training choice)
+  input       uint8[C*H*W]     the input's pixels, exactly as the teacher saw them
+  logits      float16[K]       the teacher's raw logits (temperature is a training choice)
 or, with label.top_k = k (for teachers with many classes), instead of `logits`:
-  topk_values   fixed_size_list<float16>[k]   the k largest raw logits, largest first
-  topk_indices  fixed_size_list<int16|int32>[k]  their classes
+  topk_values   float16[k]       the k largest raw logits, largest first
+  topk_indices  int16|int32[k]   their classes
+
+Each array column is stored as one fixed-size binary value per row (the row's little-endian
+elements back to back), its element type in the field's metadata (`distillery.dtype`). Parquet
+reads such a column as one block of bytes that numpy views as the array without a pass over its
+values; a fixed_size_list<float16> is decoded value by value, several times slower, and on a small
+student that shows in the training loop.
 
 Schema metadata (key-value) records the version, the teacher fingerprint, the generator config hash,
 the input shape and the split, so a lone file still says where it came from.
@@ -21,11 +27,13 @@ import json
 import numpy as np
 import pyarrow as pa
 
-# 2: `input` is fixed_size_binary (was fixed_size_list<uint8>): it decodes to numpy without a
-#    per-value pass, which the training loop notices on a small student.
-SCHEMA_VERSION = 2
+# 2: `input` is fixed_size_binary (was fixed_size_list<uint8>).
+# 3: every array column is fixed_size_binary with its dtype in the field metadata (the logits were
+#    fixed_size_list<float16>).
+SCHEMA_VERSION = 3
 KINDS = ("augment", "mixup", "noise")
 META_PREFIX = "distillery."
+DTYPE_KEY = f"{META_PREFIX}dtype".encode()
 
 
 # A top-k shard leaves out the other classes' logits. Training restores them this far below the
@@ -34,8 +42,26 @@ META_PREFIX = "distillery."
 TOPK_FILL_GAP = 30.0
 
 
-def _index_type(num_classes: int) -> pa.DataType:
-    return pa.int16() if num_classes <= np.iinfo(np.int16).max else pa.int32()
+def _index_dtype(num_classes: int) -> np.dtype:
+    return np.dtype("<i2") if num_classes <= np.iinfo(np.int16).max else np.dtype("<i4")
+
+
+def array_field(name: str, dtype: np.dtype | str, width: int) -> pa.Field:
+    """A column of `width` elements of `dtype` per row, as fixed-size binary (see the docstring)."""
+    dtype = np.dtype(dtype).newbyteorder("<")
+    return pa.field(name, pa.binary(width * dtype.itemsize), nullable=False,
+                    metadata={DTYPE_KEY: dtype.str.encode()})
+
+
+def field_dtype(field: pa.Field) -> np.dtype | None:
+    """The element type of an array column, None for a scalar one."""
+    raw = (field.metadata or {}).get(DTYPE_KEY)
+    return None if raw is None else np.dtype(raw.decode())
+
+
+def _binary_column(values: np.ndarray, field: pa.Field) -> pa.FixedSizeBinaryArray:
+    data = np.ascontiguousarray(values, dtype=field_dtype(field))
+    return pa.FixedSizeBinaryArray.from_buffers(field.type, len(data), [None, pa.py_buffer(data)])
 
 
 def shard_schema(input_size: int, num_classes: int, metadata: dict | None = None, top_k: int | None = None) -> pa.Schema:
@@ -43,20 +69,16 @@ def shard_schema(input_size: int, num_classes: int, metadata: dict | None = None
         pa.field("sample_id", pa.int64(), nullable=False),
         pa.field("shard_seed", pa.int64(), nullable=False),
         pa.field("kind", pa.int8(), nullable=False),
-        pa.field("input", pa.binary(input_size), nullable=False),
+        array_field("input", np.uint8, input_size),
     ]
     if top_k is None:
-        fields.append(pa.field("logits", pa.list_(pa.float16(), num_classes), nullable=False))
+        fields.append(array_field("logits", np.float16, num_classes))
     else:
-        fields += [pa.field("topk_values", pa.list_(pa.float16(), top_k), nullable=False),
-                   pa.field("topk_indices", pa.list_(_index_type(num_classes), top_k), nullable=False)]
+        fields += [array_field("topk_values", np.float16, top_k),
+                   array_field("topk_indices", _index_dtype(num_classes), top_k)]
     meta = {f"{META_PREFIX}{k}": json.dumps(v) for k, v in (metadata or {}).items()}
     meta[f"{META_PREFIX}schema_version"] = json.dumps(SCHEMA_VERSION)
     return pa.schema(fields, metadata=meta)
-
-
-def _fixed_list(values: np.ndarray, type_: pa.DataType) -> pa.FixedSizeListArray:
-    return pa.FixedSizeListArray.from_arrays(pa.array(np.ascontiguousarray(values).reshape(-1), type_), values.shape[1])
 
 
 def top_k_of(logits: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
@@ -78,18 +100,16 @@ def make_table(
     logits = np.ascontiguousarray(logits, dtype=np.float16)
     num_classes = logits.shape[1]
     schema = shard_schema(flat_inputs.shape[1], num_classes, metadata, top_k)
+    arrays = {"input": flat_inputs}
+    if top_k is None:
+        arrays["logits"] = logits
+    else:
+        arrays["topk_values"], arrays["topk_indices"] = top_k_of(logits, top_k)
     columns = [
         pa.array(sample_ids, pa.int64()),
         pa.array(np.full(n, shard_seed, dtype=np.int64)),
         pa.array(kinds, pa.int8()),
-        pa.FixedSizeBinaryArray.from_buffers(pa.binary(flat_inputs.shape[1]), n, [None, pa.py_buffer(flat_inputs)]),
-    ]
-    if top_k is None:
-        columns.append(_fixed_list(logits, pa.float16()))
-    else:
-        values, indices = top_k_of(logits, top_k)
-        index_type = _index_type(num_classes)
-        columns += [_fixed_list(values, pa.float16()), _fixed_list(indices.astype(index_type.to_pandas_dtype()), index_type)]
+    ] + [_binary_column(arrays[f.name], f) for f in schema if f.name in arrays]
     return pa.Table.from_arrays(columns, schema=schema)
 
 
