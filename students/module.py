@@ -21,8 +21,8 @@ SCHEDULES = ("onecycle", "cosine", "constant")
 
 
 class DistillationModule(L.LightningModule):
-    def __init__(self, student: nn.Module, input_shape: tuple[int, int, int], num_classes: int, lr: float = 3e-3,
-                 temperature: float = 2.0, loss: str = "kl", schedule: str = "onecycle",
+    def __init__(self, student: nn.Module, input_shape: tuple[int, int, int], num_classes: int, lr: float = 5e-3,
+                 temperature: float = 1.0, loss: str = "kl", schedule: str = "onecycle",
                  steps_per_epoch: int | None = None):
         """`steps_per_epoch` sizes the schedule; None asks the trainer (which means reading the data
         once more before training starts)."""
