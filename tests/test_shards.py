@@ -79,6 +79,14 @@ def test_incomplete_split_is_refused(tmp_path):
         shards.require_manifest(str(tmp_path))
 
 
+def test_a_shard_set_of_another_schema_version_is_refused(tmp_path):
+    manifest = write_split(tmp_path, n_shards=1)
+    manifest.schema_version = shards.SCHEMA_VERSION - 1
+    shards.save_manifest(str(tmp_path), manifest)
+    with pytest.raises(UserError, match=f"manifest.json has shard schema version {shards.SCHEMA_VERSION - 1}.*label"):
+        shards.require_manifest(str(tmp_path))
+
+
 def rows_seen(split_dir, manifest, batch_size, world, workers, epoch=0):
     """sample_ids per (rank, worker), reading exactly as DDP ranks with DataLoader workers would."""
     seen = {}

@@ -81,7 +81,8 @@ def load_manifest(split_dir: str) -> Manifest | None:
     except TypeError as exc:
         raise UserError(f"{path} is not a shard manifest this version understands ({exc}).") from exc
     if manifest.schema_version != SCHEMA_VERSION:
-        raise UserError(f"{path} has shard schema version {manifest.schema_version}; this version reads {SCHEMA_VERSION}.")
+        raise UserError(f"{path} has shard schema version {manifest.schema_version}; this version reads "
+                        f"{SCHEMA_VERSION}: label the data again into a new output directory.")
     return manifest
 
 
