@@ -10,6 +10,7 @@ import json
 import os
 from dataclasses import dataclass
 
+import torch
 import torch.nn as nn
 from tqdm.auto import tqdm
 
@@ -87,6 +88,7 @@ def _train(cfg: Config, seed: SeedData) -> tuple[bytes, TeacherCard]:
     t = cfg.teacher
     if t.arch not in TEACHERS:
         raise UserError(f"teacher.arch {t.arch!r} is unknown; expected one of: {', '.join(TEACHERS.names())}.")
+    torch.manual_seed(t.seed)  # the initial weights too: the same config trains the same teacher
     model = TEACHERS.build(t.arch, input_shape=seed.input_shape, num_classes=len(seed.classes), width=t.width)
     bar = tqdm(total=t.epochs, desc=f"teacher {t.arch} ({count_parameters(model):,} params)", unit="epoch")
 

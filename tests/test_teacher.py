@@ -26,6 +26,15 @@ def test_trained_teacher_is_saved_with_a_card_and_fingerprint(tmp_path):
     assert model(torch.rand(2, 1, 8, 8)).shape == (2, 10)
 
 
+def test_the_same_config_trains_the_same_teacher(tmp_path):
+    """From its initial weights on: nothing depends on what used the global RNG before."""
+    fingerprints = []
+    for name, noise in (("a", 1), ("b", 2)):
+        torch.manual_seed(noise)
+        fingerprints.append(run_teacher_stage(tiny_config(tmp_path / name)).card.fingerprint)
+    assert fingerprints[0] == fingerprints[1]
+
+
 def test_a_user_checkpoint_is_imported_not_trained(tmp_path):
     model = TEACHERS.build("cnn", input_shape=(1, 8, 8), num_classes=10, width=8)
     checkpoint = tmp_path / "mine.safetensors"
