@@ -95,7 +95,6 @@ def rows_seen(split_dir, manifest, batch_size, world, workers, epoch=0):
                                     columns=("sample_id",))
         stream.set_epoch(epoch)
         for worker in range(workers):
-            order, perms, start, stop = stream.plan(worker, workers)
             # Iterate as that worker would: patch the worker split into a plain iteration.
             stream_iter = _iter_as_worker(stream, worker, workers)
             batches = list(stream_iter)

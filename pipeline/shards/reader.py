@@ -17,7 +17,7 @@ Training (`ShardStream`)
 
 Order and resuming
   A DataLoader hands out its workers' batches round-robin, so the order training sees is the
-  workers' runs interleaved (`batch_order`). A stream can resume an epoch after its first N batches
+  workers' runs interleaved (`batch_at`). A stream can resume an epoch after its first N batches
   in that order (`resume`): the remaining batches are dealt round-robin to the new loader's
   workers, which the loader interleaves back into exactly the same order. With the same number of
   workers each worker again reads (the rest of) one contiguous run.
@@ -31,7 +31,6 @@ Both hand out dense `logits`, also from shards labeled with label.top_k (see sch
 from __future__ import annotations
 
 from collections import OrderedDict
-from dataclasses import dataclass
 from typing import Iterator, Sequence
 
 import numpy as np
@@ -48,13 +47,6 @@ from pipeline.shards.schema import dense_logits, field_dtype
 DEFAULT_COLUMNS = ("input", "logits")
 TOPK_COLUMNS = ("topk_values", "topk_indices")  # what a top-k shard stores instead of `logits`
 OPEN_FILES = 32  # Parquet files a reader keeps open (row groups come in random shard order); bounds memory
-
-
-@dataclass(frozen=True)
-class RowGroup:
-    path: str  # full path or URI of the shard
-    index: int  # row group index within the shard
-    rows: int
 
 
 def open_shard(split_dir: str, record: ShardRecord) -> pq.ParquetFile:
@@ -95,7 +87,7 @@ def _table_numpy(table: pa.Table | pa.RecordBatch, names: Sequence[str]) -> dict
 
 def stored_columns(manifest: Manifest, columns: Sequence[str]) -> list[str]:
     """The Parquet columns that hold `columns`: a top-k shard keeps its logits in two."""
-    if getattr(manifest, "top_k", None) is None:
+    if manifest.top_k is None:
         return list(columns)
     return [c for name in columns for c in (TOPK_COLUMNS if name == "logits" else (name,))]
 
@@ -108,12 +100,10 @@ def _densify(arrays: dict[str, np.ndarray], manifest: Manifest) -> dict[str, np.
     return out
 
 
-def columns_to_tensors(table, columns: Sequence[str], manifest: Manifest | None = None) -> dict[str, torch.Tensor]:
+def columns_to_tensors(table, columns: Sequence[str], manifest: Manifest) -> dict[str, torch.Tensor]:
     """`columns` of an Arrow table or record batch as tensors (dense logits from a top-k shard's
-    columns when `manifest` says it is one)."""
-    arrays = _table_numpy(table, table.column_names)
-    if manifest is not None:
-        arrays = _densify(arrays, manifest)
+    columns)."""
+    arrays = _densify(_table_numpy(table, table.column_names), manifest)
     # Arrow's buffers are read-only; torch wants writable memory, so take a (cheap) copy.
     return {name: torch.from_numpy(np.array(arrays[name], copy=True)) for name in columns}
 
@@ -133,37 +123,6 @@ class _Groups:
 
     def __len__(self) -> int:
         return len(self.file)
-
-    def get(self, gid: int) -> RowGroup:
-        return RowGroup(self.paths[self.file[gid]], int(self.index[gid]), int(self.rows[gid]))
-
-
-class _EpochOrder(Sequence):
-    """The row groups of an epoch in their shuffled order, as RowGroups made when asked for."""
-
-    def __init__(self, groups: _Groups, ids: np.ndarray):
-        self.groups, self.ids = groups, ids
-
-    def __len__(self) -> int:
-        return len(self.ids)
-
-    def __getitem__(self, position: int) -> RowGroup:
-        return self.groups.get(int(self.ids[position]))
-
-
-class _Permutations(Sequence):
-    """The row permutation of each row group in an epoch's order, drawn only when asked for, so a
-    plan costs memory per row group, not per row."""
-
-    def __init__(self, seed: int, epoch: int, groups: _Groups, ids: np.ndarray):
-        self.seed, self.epoch, self.groups, self.ids = seed, epoch, groups, ids
-
-    def __len__(self) -> int:
-        return len(self.ids)
-
-    def __getitem__(self, position: int) -> np.ndarray:
-        gid = int(self.ids[position])
-        return np.random.default_rng([self.seed, self.epoch, gid]).permutation(int(self.groups.rows[gid]))
 
 
 def _run_start(worker: int, q: int, r: int) -> int:
@@ -203,18 +162,9 @@ class ShardStream(IterableDataset):
         """Batches this rank yields per epoch (the same on every rank)."""
         return (self.manifest.rows // self.world_size) // self.batch_size
 
-    def _epoch_groups(self) -> tuple[_EpochOrder, _Permutations]:
-        ids = np.random.default_rng([self.seed, self.epoch]).permutation(len(self.groups))
-        return _EpochOrder(self.groups, ids), _Permutations(self.seed, self.epoch, self.groups, ids)
-
-    def plan(self, worker: int = 0, num_workers: int = 1) -> tuple[Sequence[RowGroup], Sequence[np.ndarray], int, int]:
-        """This epoch's row-group order and row permutations, and the [start, stop) rows of the virtual
-        sequence that (rank, worker) reads when the epoch starts from its first batch."""
-        order, perms = self._epoch_groups()
-        q, r = divmod(len(self), max(1, num_workers))
-        first, last = _run_start(worker, q, r), _run_start(worker + 1, q, r)
-        rank_start = self.rank * len(self) * self.batch_size
-        return order, perms, rank_start + first * self.batch_size, rank_start + last * self.batch_size
+    def _epoch_group_ids(self) -> np.ndarray:
+        """The epoch's row groups in their shuffled order."""
+        return np.random.default_rng([self.seed, self.epoch]).permutation(len(self.groups))
 
     def batch_at(self, position: int, order_workers: int) -> int:
         """The batch (index k: rows [k*B, (k+1)*B) of the rank's slice) delivered at `position` of the
@@ -235,23 +185,26 @@ class ShardStream(IterableDataset):
     def __iter__(self) -> Iterator[dict[str, torch.Tensor]]:
         info = get_worker_info()
         worker, num_workers = (info.id, info.num_workers) if info else (0, 1)
-        order, perms = self._epoch_groups()
-        ends = np.cumsum([g.rows for g in order])
+        ids = self._epoch_group_ids()
+        ends = np.cumsum(self.groups.rows[ids], dtype=np.int64)  # of each group in the virtual sequence
+        starts = ends - self.groups.rows[ids]
         rank_start = self.rank * len(self) * self.batch_size
         columns = stored_columns(self.manifest, self.columns)
         files: OrderedDict[str, pq.ParquetFile] = OrderedDict()
 
         def load(position: int) -> dict[str, np.ndarray]:
-            """Row group `position` of the epoch, its rows shuffled."""
-            group = order[position]
-            if group.path in files:
-                files.move_to_end(group.path)
+            """Row group `position` of the epoch, its rows shuffled (the permutation drawn per group,
+            when it is read, so the plan costs memory per group, not per row)."""
+            gid = int(ids[position])
+            path = self.groups.paths[self.groups.file[gid]]
+            if path in files:
+                files.move_to_end(path)
             else:
-                files[group.path] = open_shard(self.split_dir, self.records[group.path])
+                files[path] = open_shard(self.split_dir, self.records[path])
                 if len(files) > OPEN_FILES:
                     files.popitem(last=False)
-            table = files[group.path].read_row_group(group.index, columns=columns, use_threads=False)
-            perm = perms[position]
+            table = files[path].read_row_group(int(self.groups.index[gid]), columns=columns, use_threads=False)
+            perm = np.random.default_rng([self.seed, self.epoch, gid]).permutation(int(self.groups.rows[gid]))
             # One gather per row group into fresh (writable) memory; batches are then views into it.
             return {name: np.take(array, perm, axis=0) for name, array in _table_numpy(table, columns).items()}
 
@@ -264,7 +217,7 @@ class ShardStream(IterableDataset):
             loaded = {p: loaded[p] if p in loaded else load(p) for p in positions}
             pieces = []
             for p in positions:
-                begin = int(ends[p]) - order[p].rows
+                begin = int(starts[p])
                 a, b = max(lo, begin) - begin, min(hi, int(ends[p])) - begin
                 pieces.append({name: array[a:b] for name, array in loaded[p].items()})
             # A batch across row groups is the only copy on the way.
