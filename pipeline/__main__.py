@@ -64,7 +64,7 @@ def _eval(cfg: Config) -> int:
 
 def _sweep(cfg: Config) -> None:
     from pipeline.report import sweep_table, text_table
-    from pipeline.sweep import run_sweep
+    from pipeline.sweep import run_sweep, sweep_json_path
 
     def on_done(trial: dict, done: int, total: int) -> None:
         action = "trained" if trial["trained"] else "reused"
@@ -76,7 +76,7 @@ def _sweep(cfg: Config) -> None:
     smallest = sweep["smallest"]
     print(f"smallest student reaching held-out agreement {sweep['target']}: "
           + (f"{smallest['name']} ({smallest['params']:,} params)" if smallest else "none; try wider students"))
-    print(f"sweep: {rundir.RunPaths(cfg.out).root}/sweep/sweep.json (and sweep.png)")
+    print(f"sweep: {sweep_json_path(rundir.RunPaths(cfg.out))} (and sweep.png)")
 
 
 def _verify(cfg: Config) -> int:

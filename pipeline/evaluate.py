@@ -20,7 +20,6 @@ import functools
 import numpy as np
 import ray
 import torch
-from safetensors.torch import load as load_safetensors
 
 from pipeline import latency, rundir, shards, storage
 from pipeline.config import Config
@@ -29,11 +28,11 @@ from pipeline.errors import UserError
 from pipeline.metrics import Outputs, SplitMetrics, per_class_agreement
 from pipeline.ray_session import ray_session
 from pipeline.report import Report, write_report
+from pipeline.rundir import SPLITS
 from pipeline.teacher import load_seed, load_teacher
-from pipeline.train import StudentCard, build_student, student_card_path, student_weights_path
+from pipeline.train import StudentCard, student_card_path, student_from, student_weights_path
 from teachers import count_parameters, to_float
 
-SPLITS = ("train", "heldout")
 AGREEMENT_KINDS = ("top1", "top5", "kl", "js")
 
 
@@ -45,17 +44,6 @@ def load_student_dir(student_dir: str) -> tuple[torch.nn.Module, StudentCard, by
     card = StudentCard(**storage.read_json(card_path))
     weights = storage.read_bytes(student_weights_path(student_dir))
     return student_from(card, weights), card, weights
-
-
-def student_from(card: StudentCard, weights: bytes) -> torch.nn.Module:
-    student = build_student(card.arch, card.width, card.depth, card.input_shape, len(card.classes))
-    student.load_state_dict(load_safetensors(weights))
-    return student.eval()
-
-
-def load_student(paths: rundir.RunPaths) -> tuple[torch.nn.Module, StudentCard]:
-    student, card, _ = load_student_dir(paths.student_dir)
-    return student, card
 
 
 def assign_shards(manifest: shards.Manifest, part: int, parts: int) -> list[int]:

@@ -30,11 +30,11 @@ from pipeline.config import Config, DataConfig, fingerprint, result_fields
 from pipeline.errors import RetriesExhausted, UserError
 from pipeline.generate import generate_inputs, shard_seed
 from pipeline.ray_session import cluster_cpus, cluster_gpus, ray_session
+from pipeline.rundir import SPLITS
 from pipeline.lock import output_lock
 from pipeline.teacher import load_seed, load_teacher
 from teachers import SeedData, TeacherCard, build_teacher, to_float
 
-SPLITS = ("train", "heldout")
 MANIFEST_SAVE_INTERVAL_S = 2.0  # rewriting the manifest after every shard is O(shards^2) at scale
 
 
@@ -144,8 +144,11 @@ class LabelerPool:
     def least_loaded(self) -> int:
         return min(range(len(self.actors)), key=self.load.__getitem__)
 
-    def replace(self, index: int) -> None:
-        self.actors[index] = self._start()
+    def replace(self, index: int, dead) -> None:
+        """Start a new actor in place of `dead`, unless an earlier failure of one of its (up to
+        two) shards in flight has already replaced it."""
+        if self.actors[index] is dead:
+            self.actors[index] = self._start()
 
     def shutdown(self) -> None:
         for actor in self.actors:
@@ -183,7 +186,7 @@ def _label_split(cfg: Config, paths: rundir.RunPaths, split: str, planned: int, 
     )
     skipped = planned - len(todo)
     pool = labelers() if todo else None
-    in_flight: dict = {}  # label ObjectRef -> (job, actor index)
+    in_flight: dict = {}  # label ObjectRef -> (job, actor index, actor handle)
     attempts: Counter = Counter()
     bar = tqdm(total=planned, initial=skipped, desc=f"label {split}", unit="shard")
     last_save = time.monotonic()
@@ -194,11 +197,12 @@ def _label_split(cfg: Config, paths: rundir.RunPaths, split: str, planned: int, 
             generated = generate_shard.options(max_retries=cfg.label.max_retries).remote(
                 seed_ref, cfg.data, job.seed, job.count)
             actor = pool.least_loaded()
-            in_flight[pool.actors[actor].label.remote(generated, job)] = (job, actor)
+            handle = pool.actors[actor]
+            in_flight[handle.label.remote(generated, job)] = (job, actor, handle)
             pool.load[actor] += 1
         done, _ = ray.wait(list(in_flight), num_returns=1)
         for ref in done:
-            job, actor = in_flight.pop(ref)
+            job, actor, handle = in_flight.pop(ref)
             pool.load[actor] -= 1
             try:
                 record = ray.get(ref)
@@ -209,7 +213,7 @@ def _label_split(cfg: Config, paths: rundir.RunPaths, split: str, planned: int, 
                         f"{split} shard {job.index} was lost {attempts[job.index]} times (last: {type(exc).__name__}); "
                         f"the {len(manifest.shards)} shards done are kept: rerun to finish.") from exc
                 if isinstance(exc, ray.exceptions.ActorDiedError):
-                    pool.replace(actor)
+                    pool.replace(actor, handle)
                 tqdm.write(f"redoing {split} shard {job.index}: its worker was lost ({type(exc).__name__})")
                 todo.appendleft(job)
                 continue
@@ -247,7 +251,7 @@ def _label_stage(cfg: Config, paths: rundir.RunPaths, seed: SeedData | None) -> 
     if cfg.label.top_k is not None and cfg.label.top_k >= card.num_classes:
         raise UserError(f"label.top_k = {cfg.label.top_k} keeps every one of the teacher's {card.num_classes} classes; "
                         "leave it unset, or choose fewer.")
-    seed = seed or load_seed(cfg)
+    seed = seed if seed is not None else load_seed(cfg)
     gen_hash = generator_hash(cfg, seed.train_images)
     plan = {"train": (cfg.data.shards, cfg.data.seed), "heldout": (cfg.data.heldout_shards, cfg.data.heldout_seed)}
     result = LabelResult()

@@ -20,7 +20,7 @@ from pipeline import storage
 from pipeline.errors import UserError
 
 LOCK_NAME = ".lock"
-_held: dict[str, tuple[int, int]] = {}  # lock path -> (file descriptor, depth)
+_held: set[str] = set()  # lock paths this process holds
 
 
 @contextmanager
@@ -30,13 +30,8 @@ def output_lock(out: str) -> Iterator[None]:
         yield
         return
     path = os.path.join(local, LOCK_NAME)
-    if path in _held:
-        fd, depth = _held[path]
-        _held[path] = (fd, depth + 1)
-        try:
-            yield
-        finally:
-            _held[path] = (fd, _held[path][1] - 1)
+    if path in _held:  # an outer frame of this process holds it, and releases it
+        yield
         return
     created = not os.path.exists(local)
     os.makedirs(local, exist_ok=True)
@@ -49,11 +44,11 @@ def output_lock(out: str) -> Iterator[None]:
         raise UserError(f"{out} is in use by another run ({holder}); wait for it to finish or use another --out.")
     os.ftruncate(fd, 0)
     os.pwrite(fd, f"pid {os.getpid()} on {socket.gethostname()}\n".encode(), 0)
-    _held[path] = (fd, 1)
+    _held.add(path)
     try:
         yield
     finally:
-        del _held[path]
+        _held.discard(path)
         if created and os.listdir(local) == [LOCK_NAME]:
             # A run that failed before writing anything leaves no directory behind.
             os.unlink(path)

@@ -18,6 +18,7 @@ from pipeline.errors import UserError
 CONFIG_NAME = "config.yaml"
 STUDENT_WEIGHTS = "student.safetensors"  # inside a student's directory (the run's, or a sweep trial's)
 STUDENT_CARD = "student.json"
+SPLITS = ("train", "heldout")  # the shard splits under DIR/shards/: generated to train on, and held out
 
 
 @dataclass(frozen=True)

@@ -26,15 +26,17 @@ import torch
 from pipeline import latency, plots, rundir, shards, storage
 from pipeline.config import Config
 from pipeline.errors import UserError
-from pipeline.evaluate import evaluate_split, load_student_dir
+from pipeline.evaluate import AGREEMENT_KINDS, evaluate_split, load_student_dir
 from pipeline.ray_session import ray_session
 from pipeline.report import load_report, write_report
+from pipeline.rundir import SPLITS
 from pipeline.teacher import load_teacher
+from pipeline.train import fit_student, student_card_path
 from students import STUDENTS
+from teachers import count_parameters
 
 SWEEP_DIR = "sweep"
 DEFAULT_TARGET = 0.99
-SPLITS = ("train", "heldout")
 
 
 @dataclass(frozen=True)
@@ -95,8 +97,6 @@ def _quiet(log: io.StringIO):
 
 def run_trial(cfg: Config, root: str, trial: Trial, threads: int) -> dict:
     """Train (or reuse) one student of the sweep and measure its agreement on both shard splits."""
-    from pipeline.train import fit_student, student_card_path
-
     torch.set_num_threads(threads)
     paths = rundir.RunPaths(root)
     student_dir = storage.join(root, SWEEP_DIR, trial.name)
@@ -119,7 +119,7 @@ def run_trial(cfg: Config, root: str, trial: Trial, threads: int) -> dict:
     return {
         "name": trial.name, "arch": card.arch, "width": card.width, "depth": card.depth, "params": card.params,
         "epochs": card.epochs, "dir": f"{SWEEP_DIR}/{trial.name}", "trained": trained,
-        **{kind: {s: values[s][kind] for s in SPLITS} for kind in ("top1", "top5", "kl", "js")},
+        **{kind: {s: values[s][kind] for s in SPLITS} for kind in AGREEMENT_KINDS},
         "agreement": {s: values[s]["top1"] for s in SPLITS},
     }
 
@@ -127,9 +127,9 @@ def run_trial(cfg: Config, root: str, trial: Trial, threads: int) -> dict:
 _run_trial_task = ray.remote(run_trial)
 
 
-def _check_ready(cfg: Config, paths: rundir.RunPaths) -> None:
-    """Refuse before starting any trial, rather than in every one of them."""
-    load_teacher(paths)
+def _check_ready(cfg: Config, paths: rundir.RunPaths):
+    """Refuse before starting any trial, rather than in every one of them; return the teacher and its card."""
+    teacher = load_teacher(paths)
     shards.require_manifest(paths.split("train"))
     heldout = shards.require_manifest(paths.split("heldout"))
     if heldout.rows == 0:
@@ -138,6 +138,7 @@ def _check_ready(cfg: Config, paths: rundir.RunPaths) -> None:
     arch = cfg.sweep.arch or cfg.student.arch
     if arch not in STUDENTS:
         raise UserError(f"sweep.arch {arch!r} is unknown; expected one of: {', '.join(STUDENTS.names())}.")
+    return teacher
 
 
 def _run_trials(cfg: Config, trials: list[Trial], on_done) -> list[dict]:
@@ -162,11 +163,10 @@ def _run_trials(cfg: Config, trials: list[Trial], on_done) -> list[dict]:
 
 def run_sweep(cfg: Config, on_done=lambda result, done, total: None) -> dict:
     paths = rundir.prepare(cfg)
-    _check_ready(cfg, paths)
+    teacher, card = _check_ready(cfg, paths)
     trials = plan(cfg)
     with ray_session(cfg.address):
         results = _run_trials(cfg, trials, on_done)
-    teacher, card = load_teacher(paths)
     e = cfg.eval
     for result in results:
         student, _, _ = load_student_dir(storage.join(paths.root, result["dir"]))
@@ -176,7 +176,7 @@ def run_sweep(cfg: Config, on_done=lambda result, done, total: None) -> dict:
     smallest = smallest_reaching(results, target)
     sweep = {
         "target": target, "split": "heldout", "trials": results, "smallest": smallest,
-        "teacher": {"params": sum(p.numel() for p in teacher.parameters()),
+        "teacher": {"params": count_parameters(teacher),
                     "latency": latency.model_latency(teacher, card.input_shape, e.latency_threads, e.latency_seconds)},
         "latency_threads": e.latency_threads,
     }

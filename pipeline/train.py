@@ -220,9 +220,10 @@ def fit_student(cfg: Config, paths: rundir.RunPaths, student_dir: str, preflight
     return card
 
 
-def load_trained_student(student_dir: str, card: StudentCard) -> torch.nn.Module:
+def student_from(card: StudentCard, weights: bytes) -> torch.nn.Module:
+    """A trained student, in eval mode, from its card and safetensors bytes."""
     student = build_student(card.arch, card.width, card.depth, card.input_shape, len(card.classes))
-    student.load_state_dict(load_safetensors(storage.read_bytes(student_weights_path(student_dir))))
+    student.load_state_dict(load_safetensors(weights))
     return student.eval()
 
 
@@ -235,7 +236,8 @@ def _ensure_export(student_dir: str, card: StudentCard) -> None:
     if storage.exists(onnx_path(student_dir)):
         return
     try:
-        export_onnx(load_trained_student(student_dir, card), card.input_shape, student_dir)
+        weights = storage.read_bytes(student_weights_path(student_dir))
+        export_onnx(student_from(card, weights), card.input_shape, student_dir)
     except Exception as exc:  # torch.onnx raises several unrelated types
         log.warning("Could not export the student to ONNX (%s: %s); it is in %s.", type(exc).__name__, exc,
                     student_weights_path(student_dir))

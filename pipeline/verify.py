@@ -9,9 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from pipeline import shards
-from pipeline.rundir import RunPaths
+from pipeline.rundir import SPLITS, RunPaths
 
-SPLITS = ("train", "heldout")
 
 
 @dataclass

@@ -9,7 +9,7 @@ import torch
 
 from pipeline import rundir, shards
 from pipeline.generate import generate_inputs, shard_seed
-from pipeline.label import run_label_stage
+from pipeline.label import LabelerPool, run_label_stage
 from pipeline.lock import output_lock
 from pipeline.rundir import RunPaths
 from pipeline.teacher import run_teacher_stage
@@ -123,3 +123,16 @@ def test_non_finite_teacher_outputs_are_rejected_and_counted(tmp_path):
     manifest = shards.require_manifest(train.split_dir)
     logits = torch.cat([b["logits"] for b in shards.iter_batches(train.split_dir, manifest, 4096)])
     assert len(logits) == train.rows and torch.isfinite(logits.float()).all()
+
+
+def test_an_actor_lost_with_two_shards_in_flight_is_replaced_once():
+    """Both of its shards fail; the second failure must not replace the replacement (which may
+    already hold a redone shard, and would be left running)."""
+    pool = LabelerPool.__new__(LabelerPool)  # the replacement logic alone, without Ray
+    started = []
+    pool._start = lambda: started.append(object()) or started[-1]
+    dead = object()
+    pool.actors = [dead]
+    pool.replace(0, dead)
+    pool.replace(0, dead)
+    assert len(started) == 1 and pool.actors == started
