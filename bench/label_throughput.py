@@ -32,7 +32,7 @@ from pipeline.config import Config, DataConfig, LabelConfig, TeacherConfig  # no
 from pipeline.generate import generate_inputs, shard_seed  # noqa: E402
 from pipeline.label import run_label_stage  # noqa: E402
 from pipeline.teacher import load_seed, load_teacher, run_teacher_stage  # noqa: E402
-from teachers import TEACHERS, SeedData, to_float, weights_to_bytes  # noqa: E402
+from teachers import TEACHERS, SeedData, count_parameters, to_float, weights_to_bytes  # noqa: E402
 from teachers.datasets import DATASETS  # noqa: E402
 
 TEACHERS_UNDER_TEST = {
@@ -140,7 +140,6 @@ def main() -> None:
 
     # The ceiling is measured before and after the stage and averaged: on a shared machine, load
     # that comes and goes during the run then weighs on both figures alike.
-    threads = torch.get_num_threads()
     ceiling_before = ceiling(cfg, paths, seed.train_images, args.samples)
     torch.set_num_threads(1)  # the driver only schedules while the stage runs
 
@@ -150,7 +149,6 @@ def main() -> None:
         result = run_label_stage(cfg)
         elapsed = time.perf_counter() - start
     ray.shutdown()
-    torch.set_num_threads(threads)
     ceiling_after = ceiling(cfg, paths, seed.train_images, args.samples)
     ceiling_sps = (ceiling_before + ceiling_after) / 2
 
@@ -159,7 +157,7 @@ def main() -> None:
     stage_sps = split.rows / elapsed
     mb = 1 / 2**20
     print(f"teacher                 {args.teacher} {shape}, {classes} classes, "
-          f"{sum(p.numel() for p in model.parameters()):,} params, logits stored: {args.top_k or 'all'}")
+          f"{count_parameters(model):,} params, logits stored: {args.top_k or 'all'}")
     print(f"samples                 {split.rows:,} in {split.shards} shards, batch {args.batch_size}, {os.cpu_count()} cores")
     print(f"ceiling_samples_per_s   {ceiling_sps:,.0f}  (before {ceiling_before:,.0f}, after {ceiling_after:,.0f})")
     print(f"stage_samples_per_s     {stage_sps:,.0f}")

@@ -103,12 +103,11 @@ def prepare(out: str | None) -> Config:
     return cfg
 
 
-def measure(cfg: Config, data: L.LightningDataModule, epochs: int, student_dir: str,
+def measure(cfg: Config, manifest: shards.Manifest, data: L.LightningDataModule, epochs: int, student_dir: str,
             rows_per_epoch: int) -> list[float]:
     """Samples/s of each epoch after the first."""
     c = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, max_epochs=epochs, checkpoint_every_steps=0))
-    module = build_module(c, shards.require_manifest(rundir.RunPaths(cfg.out).split("train")),
-                          rows_per_epoch // c.train.batch_size)
+    module = build_module(c, manifest, rows_per_epoch // c.train.batch_size)
     trainer = make_trainer(c, student_dir)
     timer = EpochTimer()
     trainer.callbacks.append(timer)
@@ -138,8 +137,8 @@ def main() -> None:
     round_ratios = []  # of medians, for a second opinion less swayed by one lucky epoch
     with tempfile.TemporaryDirectory() as scratch:
         for r in range(args.rounds):
-            a = measure(cfg, InMemory(memory, b, cfg.train.seed), args.epochs, scratch, rows)
-            s = measure(cfg, ShardsOnly(paths, b, cfg.train.seed, loader_workers(cfg)), args.epochs, scratch, rows)
+            a = measure(cfg, manifest, InMemory(memory, b, cfg.train.seed), args.epochs, scratch, rows)
+            s = measure(cfg, manifest, ShardsOnly(paths, b, cfg.train.seed, loader_workers(cfg)), args.epochs, scratch, rows)
             best["memory"], best["shards"] = max(best["memory"], *a), max(best["shards"], *s)
             round_ratios.append(statistics.median(s) / statistics.median(a))
             print(f"round {r + 1}: (a) memory {max(a):,.0f} samples/s "

@@ -14,6 +14,7 @@ that are merged here. No sampler pads a part to equal length, so nothing is coun
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 
@@ -112,12 +113,10 @@ def report_sections(values: dict[str, dict]) -> dict:
 
 def _evaluate_splits(cfg: Config, paths: rundir.RunPaths, student, card: StudentCard, weights: bytes) -> dict:
     e = cfg.eval
-    if e.workers <= 1:
-        return {s: evaluate_split(student, card, weights, paths.split(s), e.batch_size, e.calibration_bins).compute()
-                for s in SPLITS}
-    with ray_session(cfg.address):
-        ref = ray.put(weights)
-        return {s: evaluate_split(student, card, ref, paths.split(s), e.batch_size, e.calibration_bins,
+    parallel = e.workers > 1
+    with ray_session(cfg.address) if parallel else contextlib.nullcontext():
+        shared = ray.put(weights) if parallel else weights  # one copy for all the tasks
+        return {s: evaluate_split(student, card, shared, paths.split(s), e.batch_size, e.calibration_bins,
                                   e.workers).compute() for s in SPLITS}
 
 

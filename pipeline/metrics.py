@@ -146,7 +146,7 @@ class SplitMetrics:
     """One metric per kind for a split (or a part of one), and the exact count of samples seen."""
 
     def __init__(self, num_classes: int, bins: int = 15, labeled: bool = False):
-        self.num_classes, self.bins, self.labeled = num_classes, bins, labeled
+        self.num_classes, self.labeled = num_classes, labeled
         self.metrics = {name: METRICS[name].build(num_classes, bins) for name in kinds_for(labeled)}
         self.samples = 0
 

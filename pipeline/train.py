@@ -97,7 +97,8 @@ def world_size(cfg: Config) -> int:
 
 
 def on_gpu(cfg: Config) -> bool:
-    return cfg.train.accelerator in ("gpu", "cuda") or (cfg.train.accelerator == "auto" and torch.cuda.is_available())
+    """Whether this process trains on a GPU: train.accelerator allows one, and one is here."""
+    return cfg.train.accelerator in ("auto", "gpu", "cuda") and torch.cuda.is_available()
 
 
 def make_trainer(cfg: Config, student_dir: str, strategy=None, devices=None, plugins=()) -> L.Trainer:
@@ -105,7 +106,7 @@ def make_trainer(cfg: Config, student_dir: str, strategy=None, devices=None, plu
     otherwise they follow train.devices."""
     t = cfg.train
     accelerator = "gpu" if t.accelerator == "cuda" else t.accelerator
-    gpu = on_gpu(cfg) and torch.cuda.is_available()
+    gpu = on_gpu(cfg)
     if strategy is None:
         strategy = DDPStrategy(start_method="spawn", timeout=DDP_TIMEOUT) if t.devices > 1 else "auto"
     return L.Trainer(
@@ -188,7 +189,7 @@ def fit_student(cfg: Config, paths: rundir.RunPaths, student_dir: str, preflight
         from pipeline.preflight import run_preflight
 
         result = run_preflight(module, data.first_batch(), cfg.train.lr, cfg.train.preflight_steps,
-                               "cuda" if on_gpu(cfg) and torch.cuda.is_available() else "cpu")
+                               "cuda" if on_gpu(cfg) else "cpu")
         log.info("Preflight passed: loss %.4g -> %.4g in %d steps.", result.first_loss, result.last_loss, result.steps)
     if resume is not None:
         log.warning("Resuming from %s (step %d).", resume.path, resume.step)
