@@ -27,13 +27,14 @@ import torch
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 
-from pipeline import rundir, shards  # noqa: E402
+from pipeline.run import rundir  # noqa: E402
+from pipeline import shards
 from pipeline.config import Config, DataConfig, LabelConfig, TeacherConfig  # noqa: E402
-from pipeline.generate import generate_inputs, shard_seed  # noqa: E402
-from pipeline.label import run_label_stage  # noqa: E402
-from pipeline.teacher import load_seed, load_teacher, run_teacher_stage  # noqa: E402
+from pipeline.inputs.images import generate_inputs, shard_seed  # noqa: E402
+from pipeline.label.stage import run_label_stage  # noqa: E402
+from pipeline.teach.stage import load_seed, load_teacher, run_teacher_stage  # noqa: E402
 from teachers import TEACHERS, SeedData, count_parameters, to_float, weights_to_bytes  # noqa: E402
-from teachers.datasets import DATASETS  # noqa: E402
+from pipeline.inputs.seeds import DATASETS  # noqa: E402
 
 TEACHERS_UNDER_TEST = {
     # name: (arch, width, seed dataset, input shape)

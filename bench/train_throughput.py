@@ -29,10 +29,11 @@ import torch
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 
-from pipeline import rundir, shards  # noqa: E402
+from pipeline.run import rundir  # noqa: E402
+from pipeline import shards
 from pipeline.config import Config, DataConfig, LabelConfig, TeacherConfig, TrainConfig  # noqa: E402
-from pipeline.train import build_module, loader_workers, make_trainer  # noqa: E402
-from pipeline.train_data import ShardDataModule  # noqa: E402
+from pipeline.train.stage import build_module, loader_workers, make_trainer  # noqa: E402
+from pipeline.train.data import ShardDataModule  # noqa: E402
 
 
 class EpochTimer(L.Callback):
@@ -87,8 +88,8 @@ def bench_config(out: str) -> Config:
 
 
 def prepare(out: str | None) -> Config:
-    from pipeline.label import run_label_stage
-    from pipeline.teacher import run_teacher_stage
+    from pipeline.label.stage import run_label_stage
+    from pipeline.teach.stage import run_teacher_stage
 
     out = out or os.path.join(tempfile.mkdtemp(prefix="train-throughput-"), "run")
     if rundir.saved_config_path(out):

@@ -21,22 +21,25 @@ from typing import Callable, Optional
 
 from jsonargparse import ActionConfigFile, ArgumentParser, set_parsing_settings
 
-from pipeline import rundir
+from pipeline.run import rundir
 from pipeline.config import Config
 from pipeline.errors import EXIT_CONFIG_ERROR, EXIT_GATE_FAILED, EXIT_OK, EXIT_USER_ERROR, UserError
-from pipeline.lock import output_lock
-from pipeline.report import gate_line, terminal_summary
+from pipeline.run.lock import output_lock
+from pipeline.evaluate.report import gate_line, terminal_summary
 
 
 def _teacher(cfg: Config) -> None:
-    from pipeline.teacher import run_teacher_stage
+    from pipeline.teach.stage import run_teacher_stage
 
     r = run_teacher_stage(cfg)
-    print(f"teacher {r.action}: {r.card.arch}, test accuracy {r.card.test_accuracy:.4f}, fingerprint {r.card.fingerprint[:12]}")
+    c = r.card
+    accuracy = f", test accuracy {c.test_accuracy:.4f}" if c.test_accuracy is not None else ""
+    print(f"teacher {r.action}: {c.kind} {c.arch or 'program'}, {c.num_outputs} outputs{accuracy}, "
+          f"fingerprint {c.fingerprint[:12]}")
 
 
 def _label(cfg: Config) -> None:
-    from pipeline.label import run_label_stage
+    from pipeline.label.stage import run_label_stage
 
     for split, s in run_label_stage(cfg).splits.items():
         print(f"{split}: {s.rows:,} rows in {s.shards} shards ({s.written} written, {s.skipped} already there, "
@@ -44,14 +47,14 @@ def _label(cfg: Config) -> None:
 
 
 def _train(cfg: Config) -> None:
-    from pipeline.train import run_train_stage
+    from pipeline.train.stage import run_train_stage
 
     r = run_train_stage(cfg)
     print(f"student {r.action}: {r.card.arch}, {r.card.params:,} params, {r.card.epochs} epochs -> {r.weights}")
 
 
 def _eval(cfg: Config) -> int:
-    from pipeline.evaluate import run_eval_stage
+    from pipeline.evaluate.stage import run_eval_stage
 
     report = run_eval_stage(cfg)
     print(terminal_summary(report))
@@ -63,8 +66,8 @@ def _eval(cfg: Config) -> int:
 
 
 def _sweep(cfg: Config) -> None:
-    from pipeline.report import sweep_table, text_table
-    from pipeline.sweep import run_sweep, sweep_json_path
+    from pipeline.evaluate.report import sweep_table, text_table
+    from pipeline.sweep.stage import run_sweep
 
     def on_done(trial: dict, done: int, total: int) -> None:
         action = "trained" if trial["trained"] else "reused"
@@ -76,11 +79,11 @@ def _sweep(cfg: Config) -> None:
     smallest = sweep["smallest"]
     print(f"smallest student reaching held-out agreement {sweep['target']}: "
           + (f"{smallest['name']} ({smallest['params']:,} params)" if smallest else "none; try wider students"))
-    print(f"sweep: {sweep_json_path(rundir.RunPaths(cfg.out))} (and sweep.png)")
+    print(f"sweep: {rundir.RunPaths(cfg.out).sweep_json} (and sweep.png)")
 
 
 def _verify(cfg: Config) -> int:
-    from pipeline.verify import verify_run
+    from pipeline.shards.verify import verify_run
 
     result = verify_run(cfg.out)
     for problem in result.problems:

@@ -27,22 +27,41 @@ def _check(condition: bool, message: str) -> None:
         raise ConfigError(message)
 
 
+TEACHER_KINDS = ("auto", "torch", "export", "onnx", "callable")
+
+
 @dataclass
 class TeacherConfig:
-    """The teacher: trained here on a seed dataset, or a user's checkpoint loaded as is."""
+    """The teacher: trained here on labeled seed data, or the user's own, imported as is.
 
+    Kinds (`kind`, "auto" picks by checkpoint suffix): torch (a registry name or a factory by
+    import path, weights from `checkpoint`, or trained here), export (a torch.export .pt2 program),
+    onnx (an .onnx model), callable (a Python callable by import path on numpy batches)."""
+
+    kind: str = "auto"
+    """auto, torch, export, onnx or callable. auto: export for a .pt2 checkpoint, onnx for .onnx,
+    torch otherwise; a callable must be asked for."""
     arch: str = "cnn"
-    """Teacher architecture, a name in the teachers registry (cnn, resnet18, ...)."""
+    """A built-in architecture (cnn, resnet18) or an import path 'package.module:factory' to your own
+    (torch kind), or 'package.module:function_or_class' (callable kind)."""
+    kwargs: dict = field(default_factory=dict)
+    """Keyword arguments of the factory or callable, e.g. '{"dim": 64}'. Part of the teacher's identity."""
     width: int = 32
-    """Channels of the first block; later blocks double it. Sets the teacher's size."""
+    """Channels of the first block of a built-in architecture; later blocks double it (ignored by
+    your own factories: give them kwargs)."""
     dataset: str = "digits"
-    """Seed dataset: digits (bundled with scikit-learn, offline), or mnist / fashion_mnist / cifar10
-    read from data_root (never downloaded at run time)."""
+    """Seed data: digits (bundled with scikit-learn, offline), mnist / fashion_mnist / cifar10 read
+    from data_root (never downloaded), an image folder (root/<class>/*.png), or a .npz / .parquet file."""
     data_root: Optional[str] = None
-    """Directory holding torchvision datasets on disk; unused for digits."""
+    """Directory holding torchvision datasets on disk; unused otherwise."""
+    test_data: Optional[str] = None
+    """Your own real test split (a folder or file like `dataset`); None: hold out test_fraction."""
+    image_size: Optional[list[int]] = None
+    """[H, W] to resize images of a folder or encoded-image file to; None: they must share one size."""
     checkpoint: Optional[str] = None
-    """A user's trained teacher (.safetensors, with its .json card beside it). When set the teacher
-    is loaded, not trained."""
+    """Your trained teacher: .safetensors (or a .pt state dict, loaded weights_only) with an optional
+    .json card beside it, a torch.export .pt2, or an .onnx model. When set the teacher is imported,
+    not trained."""
     epochs: int = 40
     """Passes over the seed training split when training the teacher."""
     batch_size: int = 64
@@ -52,7 +71,7 @@ class TeacherConfig:
     """Beta(alpha, alpha) mixup while training the teacher (0: off). A teacher that is smooth between
     classes is one a small student can copy closely; it also tends to be the more accurate one."""
     test_fraction: float = 0.25
-    """Share of a dataset without a predefined split that is set aside as the real test split,
+    """Share of seed data without a predefined test split that is set aside as the real test split,
     on which nothing trains."""
     seed: int = 0
 
@@ -63,6 +82,12 @@ class TeacherConfig:
         _check(self.lr > 0, f"teacher.lr must be positive, got {self.lr}.")
         _check(self.mixup_alpha >= 0, f"teacher.mixup_alpha must not be negative, got {self.mixup_alpha}.")
         _check(0 < self.test_fraction < 1, f"teacher.test_fraction must be in (0, 1), got {self.test_fraction}.")
+        _check(self.kind in TEACHER_KINDS, f"teacher.kind must be one of {', '.join(TEACHER_KINDS)}, got {self.kind!r}.")
+        _check(isinstance(self.kwargs, dict), f"teacher.kwargs must be a mapping, got {self.kwargs!r}.")
+        _check(self.image_size is None or (len(self.image_size) == 2 and min(self.image_size) >= 1),
+               f"teacher.image_size must be [H, W] of positive sizes, got {self.image_size}.")
+        _check(self.kind != "callable" or ":" in self.arch,
+               f"teacher.kind callable needs teacher.arch as an import path 'package.module:function', got {self.arch!r}.")
 
 
 @dataclass
@@ -142,14 +167,20 @@ class StudentConfig:
     """The student architecture. Every student takes a width and a depth, so sizes can be swept."""
 
     arch: str = "mlp"
-    """Student architecture, a name in the students registry (mlp, cnn, ...)."""
+    """A built-in architecture (mlp, cnn) or an import path 'package.module:factory' to your own. A
+    factory is called with input_shape=(C, H, W), num_outputs=K and kwargs; built-ins also get
+    width and depth."""
     width: int = 112
+    """Hidden units (mlp) or channels (cnn) of a built-in architecture."""
     depth: int = 3
-    """Hidden layers (mlp) or conv blocks (cnn). For a fixed budget of parameters, depth fits the
-    teacher's function better than width (33.8k parameters by default, 10.7x fewer than the teacher)."""
+    """Hidden layers (mlp) or conv blocks (cnn) of a built-in. For a fixed budget of parameters, depth
+    fits the teacher's function better than width (33.8k parameters by default, 10.7x fewer than the teacher)."""
+    kwargs: dict = field(default_factory=dict)
+    """More keyword arguments of the factory, e.g. '{"hidden": 64}'."""
 
     def __post_init__(self) -> None:
         _check(self.width >= 1 and self.depth >= 1, f"student.width and student.depth must be at least 1, got {self.width} and {self.depth}.")
+        _check(isinstance(self.kwargs, dict), f"student.kwargs must be a mapping, got {self.kwargs!r}.")
 
 
 @dataclass
@@ -282,6 +313,10 @@ class Config:
 
     out: str = field(default="runs/demo", metadata=EXECUTION_ONLY)
     """Output directory: a local path or a pyarrow filesystem URI (file://, s3://, gs://)."""
+    code_dir: Optional[str] = field(default=None, metadata=EXECUTION_ONLY)
+    """A directory of your own modules (teachers, students, simulators named by import path). It is
+    put on sys.path here and shipped to every Ray worker as the job's working_dir; code already on
+    PYTHONPATH (of every node) needs nothing."""
     address: Optional[str] = field(default=None, metadata=EXECUTION_ONLY)
     """Ray cluster to join ('auto', 'ray://host:10001', ...). None: RAY_ADDRESS, else an embedded local Ray."""
     teacher: TeacherConfig = field(default_factory=TeacherConfig)

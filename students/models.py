@@ -15,19 +15,19 @@ register_student = STUDENTS.register
 
 
 @register_student("mlp")
-def mlp(input_shape: tuple[int, int, int], num_classes: int, width: int = 128, depth: int = 2) -> nn.Module:
+def mlp(input_shape: tuple[int, int, int], num_outputs: int, width: int = 128, depth: int = 2) -> nn.Module:
     """Flatten, then `depth` hidden layers of `width` units with ReLU."""
     layers: list[nn.Module] = [nn.Flatten()]
     features = math.prod(input_shape)
     for _ in range(depth):
         layers += [nn.Linear(features, width), nn.ReLU(inplace=True)]
         features = width
-    layers.append(nn.Linear(features, num_classes))
+    layers.append(nn.Linear(features, num_outputs))
     return nn.Sequential(*layers)
 
 
 @register_student("cnn")
-def cnn(input_shape: tuple[int, int, int], num_classes: int, width: int = 16, depth: int = 2) -> nn.Module:
+def cnn(input_shape: tuple[int, int, int], num_outputs: int, width: int = 16, depth: int = 2) -> nn.Module:
     """`depth` conv blocks of `width` channels (3x3 conv, ReLU; 2x2 max-pool while the map allows),
     global average pooling, one linear layer."""
     channels, height, _ = input_shape
@@ -38,5 +38,5 @@ def cnn(input_shape: tuple[int, int, int], num_classes: int, width: int = 16, de
             layers.append(nn.MaxPool2d(2))
             height //= 2
         channels = width
-    layers += [nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(width, num_classes)]
+    layers += [nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(width, num_outputs)]
     return nn.Sequential(*layers)

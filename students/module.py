@@ -1,7 +1,9 @@
 """The distillation LightningModule: a student learns the teacher's soft outputs.
 
-Batches are dicts from the shard reader: "input" uint8 [B, C*H*W] (converted to float here, after
-the transfer, so only bytes cross to the GPU) and "logits" float16 [B, K] (the teacher's raw logits).
+Batches are dicts from the shard reader: "input" as stored (for images uint8 [B, C*H*W]) and
+"logits" float16 [B, K] (the teacher's raw logits). `decode`, a module the input space provides,
+turns stored inputs into the student's float inputs where the student runs (after the transfer,
+so only the stored bytes cross to the GPU); this module assumes nothing about them.
 
 Deliberate overfitting: the optimizer has no weight decay and the student no dropout. The logged
 `train/agreement` (top-1, over the epoch, synced across ranks) is what the stopping rule watches.
@@ -21,7 +23,7 @@ SCHEDULES = ("onecycle", "cosine", "constant")
 
 
 class DistillationModule(L.LightningModule):
-    def __init__(self, student: nn.Module, input_shape: tuple[int, int, int], num_classes: int, lr: float = 5e-3,
+    def __init__(self, student: nn.Module, decode: nn.Module, num_classes: int, lr: float = 5e-3,
                  temperature: float = 1.0, loss: str = "kl", schedule: str = "onecycle",
                  steps_per_epoch: int | None = None):
         """`steps_per_epoch` sizes the schedule; None asks the trainer (which means reading the data
@@ -32,11 +34,11 @@ class DistillationModule(L.LightningModule):
         if schedule not in SCHEDULES:
             raise ValueError(f"unknown schedule {schedule!r}; expected one of: {', '.join(SCHEDULES)}")
         self.student = student
-        self.input_shape = tuple(input_shape)
+        self.decode = decode
         self.lr, self.temperature, self.schedule = lr, temperature, schedule
         self.steps_per_epoch = steps_per_epoch
         self.loss_fn = LOSSES[loss]
-        self.save_hyperparameters(ignore=["student"])
+        self.save_hyperparameters(ignore=["student", "decode"])
         # validate_args=False: the per-step input checks cost more than the update itself.
         self.train_agreement = MulticlassAccuracy(num_classes, top_k=1, average="micro", validate_args=False)
         self.val_agreement = MulticlassAccuracy(num_classes, top_k=1, average="micro", validate_args=False)
@@ -44,8 +46,7 @@ class DistillationModule(L.LightningModule):
         self._restored_epoch_metrics: dict | None = None
 
     def forward(self, inputs: torch.Tensor) -> torch.Tensor:
-        x = inputs.view(-1, *self.input_shape).float().div(255)
-        return self.student(x)
+        return self.student(self.decode(inputs))
 
     def _shared_step(self, batch: dict) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         student = self(batch["input"])

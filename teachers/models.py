@@ -16,7 +16,7 @@ def _conv_block(c_in: int, c_out: int) -> nn.Sequential:
 
 
 @register_teacher("cnn")
-def cnn(input_shape: tuple[int, int, int], num_classes: int, width: int = 32) -> nn.Module:
+def cnn(input_shape: tuple[int, int, int], num_outputs: int, width: int = 32) -> nn.Module:
     """A VGG-style CNN: three conv blocks (width, 2x, 4x), two poolings, a 2-layer head.
 
     Big enough to be an accurate, comparatively slow teacher on small images (~360k parameters at
@@ -33,18 +33,18 @@ def cnn(input_shape: tuple[int, int, int], num_classes: int, width: int = 32) ->
         nn.Flatten(),
         nn.Linear(4 * width * 4, 16 * width),
         nn.ReLU(inplace=True),
-        nn.Linear(16 * width, num_classes),
+        nn.Linear(16 * width, num_outputs),
     )
 
 
 @register_teacher("resnet18")
-def resnet18(input_shape: tuple[int, int, int], num_classes: int, width: int = 64) -> nn.Module:
+def resnet18(input_shape: tuple[int, int, int], num_outputs: int, width: int = 64) -> nn.Module:
     """torchvision's ResNet-18 (random init; load trained weights with teacher.checkpoint). Its width
     is fixed by the architecture; `width` is accepted for a uniform signature and ignored.
 
     For small inputs (≤ 64 px) the stem is a 3x3 stride-1 conv without max-pool, the usual CIFAR
     adaptation, so 32x32 images are not shrunk to 1x1 before the last stage."""
-    model = torchvision.models.resnet18(weights=None, num_classes=num_classes)
+    model = torchvision.models.resnet18(weights=None, num_classes=num_outputs)
     channels, height, _ = input_shape
     if height <= 64:
         model.conv1 = nn.Conv2d(channels, 64, 3, stride=1, padding=1, bias=False)

@@ -10,7 +10,7 @@ from typing import Callable, Iterator
 
 import torch.nn as nn
 
-# factory(input_shape=(C, H, W), num_classes=K, **size) -> nn.Module taking float [B, C, H, W] in [0, 1]
+# factory(input_shape=(C, H, W), num_outputs=K, **size) -> nn.Module taking float [B, C, H, W], returning [B, K]
 Factory = Callable[..., nn.Module]
 
 
@@ -28,10 +28,13 @@ class Registry:
 
         return decorator
 
-    def build(self, name: str, **kwargs) -> nn.Module:
+    def factory(self, name: str) -> Factory:
         if name not in self._factories:
             raise KeyError(f"unknown {self.kind} architecture {name!r}; expected one of: {', '.join(self.names())}")
-        return self._factories[name](**kwargs)
+        return self._factories[name]
+
+    def build(self, name: str, **kwargs) -> nn.Module:
+        return self.factory(name)(**kwargs)
 
     def names(self) -> list[str]:
         return sorted(self._factories)

@@ -1,4 +1,7 @@
-"""Training a teacher on its seed dataset's real labels (the one place true labels are used)."""
+"""Training a teacher on its seed dataset's real labels (the one place true labels are used).
+
+Inputs arrive in their stored form (uint8 images) with `decode`, the input space's conversion to
+the float tensors models take; nothing here assumes how inputs are stored."""
 
 from __future__ import annotations
 
@@ -10,22 +13,16 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torchvision.transforms import v2
 
-from teachers.datasets import SeedData
+Decode = Callable[[torch.Tensor], torch.Tensor]  # stored inputs -> float model inputs
 
 
-def to_float(images: torch.Tensor) -> torch.Tensor:
-    """uint8 [B, C, H, W] → float [0, 1], the input every model in this project takes."""
-    return images.float().div_(255)
-
-
-@torch.no_grad()
-def accuracy(model: nn.Module, images: np.ndarray, labels: np.ndarray, batch_size: int = 1024) -> float:
-    model.eval()
+def accuracy(predict: Callable[[np.ndarray], np.ndarray], inputs: np.ndarray, labels: np.ndarray,
+             batch_size: int = 1024) -> float:
+    """Share of `inputs` (float, as models take them) whose top output is the label."""
     correct = 0
-    for start in range(0, len(images), batch_size):
-        x = to_float(torch.from_numpy(images[start : start + batch_size]))
-        correct += (model(x).argmax(1).numpy() == labels[start : start + batch_size]).sum()
-    return float(correct) / len(images)
+    for start in range(0, len(inputs), batch_size):
+        correct += (predict(inputs[start : start + batch_size]).argmax(1) == labels[start : start + batch_size]).sum()
+    return float(correct) / len(inputs)
 
 
 Augment = Callable[[torch.Tensor, torch.Generator], torch.Tensor]
@@ -38,7 +35,10 @@ def default_augment() -> Augment:
 
 def train_teacher(
     model: nn.Module,
-    data: SeedData,
+    images: np.ndarray,
+    labels: np.ndarray,
+    num_classes: int,
+    decode: Decode,
     epochs: int,
     batch_size: int,
     lr: float,
@@ -46,8 +46,8 @@ def train_teacher(
     augment: Augment | None = None,
     mixup_alpha: float = 0.0,
     on_epoch: Callable[[int, float], None] | None = None,
-) -> float:
-    """Train with soft cross-entropy, augmentation and optional mixup; return real test accuracy.
+) -> nn.Module:
+    """Train with soft cross-entropy, augmentation and optional mixup; return the model in eval mode.
 
     `augment(x, generator)` should be the generator's own augmentation, so the teacher is
     well-behaved on the views it will later be asked to label. Mixup (Beta(alpha, alpha) blends of
@@ -57,19 +57,18 @@ def train_teacher(
     g = torch.Generator().manual_seed(seed)
     augment = augment or default_augment()
     beta = torch.distributions.Beta(mixup_alpha, mixup_alpha) if mixup_alpha > 0 else None
-    num_classes = len(data.classes)
     optimizer = torch.optim.Adam(model.parameters(), lr=lr)
-    steps_per_epoch = -(-len(data.train_images) // batch_size)
+    steps_per_epoch = -(-len(images) // batch_size)
     schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=lr, total_steps=epochs * steps_per_epoch)
-    images = torch.from_numpy(data.train_images)
-    labels = torch.from_numpy(data.train_labels)
+    images = torch.from_numpy(images)
+    labels = torch.from_numpy(labels)
     for epoch in range(epochs):
         model.train()
         order = torch.randperm(len(images))
         total = 0.0
         for start in range(0, len(images), batch_size):
             idx = order[start : start + batch_size]
-            x = augment(to_float(images[idx]), g)
+            x = augment(decode(images[idx]), g)
             y = F.one_hot(labels[idx], num_classes).float()
             if beta is not None:
                 weight = beta.sample((len(idx), 1))
@@ -84,5 +83,4 @@ def train_teacher(
             total += loss.item() * len(idx)
         if on_epoch is not None:
             on_epoch(epoch, total / len(images))
-    model.eval()
-    return accuracy(model, data.test_images, data.test_labels)
+    return model.eval()

@@ -50,8 +50,8 @@ def ray_local():
 def labeled_run(tmp_path_factory):
     """A run directory with a trained teacher and labeled train/held-out shards (shared, read-only).
     Labeling uses the module's Ray if one is up, else an embedded Ray that it shuts down after."""
-    from pipeline.label import run_label_stage
-    from pipeline.teacher import run_teacher_stage
+    from pipeline.label.stage import run_label_stage
+    from pipeline.teach.stage import run_teacher_stage
 
     cfg = tiny_config(tmp_path_factory.mktemp("run") / "out")
     run_teacher_stage(cfg)
@@ -64,7 +64,7 @@ def trained_run(labeled_run, tmp_path_factory):
     """A copy of `labeled_run` with a trained student too (shared, read-only: copy it to write into it)."""
     import shutil
 
-    from pipeline.train import run_train_stage
+    from pipeline.train.stage import run_train_stage
 
     out = tmp_path_factory.mktemp("trained") / "out"
     shutil.copytree(labeled_run.out, out)

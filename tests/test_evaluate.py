@@ -6,9 +6,9 @@ import torch
 from safetensors.torch import save as save_safetensors
 
 from pipeline import shards
-from pipeline.evaluate import assign_shards, evaluate_split
-from pipeline.rundir import RunPaths
-from pipeline.train import StudentCard, build_student
+from pipeline.evaluate.stage import assign_shards, evaluate_split
+from pipeline.run.rundir import RunPaths
+from pipeline.train.stage import StudentCard, build_student
 
 
 def random_student(manifest):

@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 
 from pipeline.config import DataConfig
-from pipeline.generate import AUGMENT, MIXUP, NOISE, generate_inputs, shard_seed
+from pipeline.inputs.images import AUGMENT, MIXUP, NOISE, generate_inputs, shard_seed
 from teachers import load_seed_dataset
 
 

@@ -7,9 +7,9 @@ import torch
 
 from pipeline import shards
 from pipeline.errors import UserError
-from pipeline.label import run_label_stage
-from pipeline.rundir import RunPaths
-from pipeline.teacher import load_teacher
+from pipeline.label.stage import run_label_stage
+from pipeline.run.rundir import RunPaths
+from pipeline.teach.stage import load_teacher
 from teachers import to_float
 
 pytestmark = pytest.mark.usefixtures("ray_local")  # one Ray for the module; stages reuse it
@@ -86,7 +86,7 @@ def test_shards_from_another_teacher_are_never_mixed_in(labeled_run, tmp_path):
 
 def test_label_needs_a_teacher(tmp_path):
     from tests.conftest import tiny_config
-    from pipeline import rundir
+    from pipeline.run import rundir
 
     cfg = tiny_config(tmp_path / "empty")
     rundir.record(cfg)
@@ -97,7 +97,7 @@ def test_label_needs_a_teacher(tmp_path):
 def test_output_may_be_a_filesystem_uri(tmp_path, labeled_run):
     """Storage goes through pyarrow's filesystems: a file:// URI works like a path (as s3:// would)."""
     from tests.conftest import tiny_config
-    from pipeline import rundir
+    from pipeline.run import rundir
 
     cfg = tiny_config(f"file://{tmp_path}/run")
     shutil.copytree(f"{labeled_run.out}/teacher", tmp_path / "run" / "teacher")

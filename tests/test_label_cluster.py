@@ -8,9 +8,10 @@ import pytest
 import ray
 from ray.cluster_utils import Cluster
 
-from pipeline import rundir, shards
-from pipeline.label import run_label_stage
-from pipeline.rundir import RunPaths
+from pipeline.run import rundir
+from pipeline import shards
+from pipeline.label.stage import run_label_stage
+from pipeline.run.rundir import RunPaths
 from tests.conftest import tiny_config
 
 

@@ -7,12 +7,13 @@ import shutil
 import pytest
 import torch
 
-from pipeline import rundir, shards
-from pipeline.generate import generate_inputs, shard_seed
-from pipeline.label import LabelerPool, run_label_stage
-from pipeline.lock import output_lock
-from pipeline.rundir import RunPaths
-from pipeline.teacher import run_teacher_stage
+from pipeline.run import rundir
+from pipeline import shards
+from pipeline.inputs.images import generate_inputs, shard_seed
+from pipeline.label.stage import LabelerPool, run_label_stage
+from pipeline.run.lock import output_lock
+from pipeline.run.rundir import RunPaths
+from pipeline.teach.stage import run_teacher_stage
 from teachers import TEACHERS, load_seed_dataset, weights_to_bytes
 from tests.conftest import cli, tiny_config
 

@@ -3,7 +3,7 @@ No timing is asserted: figures depend on the machine."""
 
 import torch
 
-from pipeline import latency
+from pipeline.evaluate import latency
 from students import STUDENTS
 
 

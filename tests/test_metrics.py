@@ -8,7 +8,7 @@ import pytest
 import torch
 from torchmetrics.classification import MulticlassCalibrationError
 
-from pipeline.metrics import (
+from pipeline.tasks.metrics import (
     METRICS, MetricKind, Outputs, SplitMetrics, kinds_for, per_class_agreement, register_metric, reliability_bins,
     top_confusions,
 )

@@ -8,9 +8,10 @@ import pytest
 import torch
 
 import students.losses
-from pipeline import rundir, shards
-from pipeline.preflight import PREFLIGHT_ROWS, PreflightError, run_preflight
-from pipeline.train import build_module, run_train_stage
+from pipeline.run import rundir
+from pipeline import shards
+from pipeline.train.preflight import PREFLIGHT_ROWS, PreflightError, run_preflight
+from pipeline.train.stage import build_module, run_train_stage
 from students import kl_loss
 
 

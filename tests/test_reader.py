@@ -6,7 +6,7 @@ import pytest
 
 from pipeline import shards
 from pipeline.errors import UserError
-from pipeline.train_data import ResumableLoader
+from pipeline.train.data import ResumableLoader
 from tests.test_shards import write_split
 
 

@@ -10,10 +10,11 @@ import shutil
 import pytest
 
 from pipeline import shards
-from pipeline.evaluate import run_eval_stage
-from pipeline.report import Report, markdown, terminal_summary, write_report
-from pipeline.rundir import RunPaths
-from pipeline.teacher import load_seed, load_teacher
+from pipeline.evaluate.stage import run_eval_stage
+from pipeline.evaluate.render import markdown, write_report
+from pipeline.evaluate.report import Report, terminal_summary
+from pipeline.run.rundir import RunPaths
+from pipeline.teach.stage import load_seed, load_teacher
 from teachers import accuracy
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"

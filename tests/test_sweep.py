@@ -11,9 +11,10 @@ from safetensors.torch import load_file
 from pipeline.__main__ import parse
 from pipeline.config import SweepConfig
 from pipeline.errors import ConfigError, UserError
-from pipeline.report import Report, write_report
-from pipeline.rundir import RunPaths
-from pipeline.sweep import plan, run_sweep, smallest_reaching, target_of
+from pipeline.evaluate.render import write_report
+from pipeline.evaluate.report import Report
+from pipeline.run.rundir import RunPaths
+from pipeline.sweep.stage import plan, run_sweep, smallest_reaching, target_of
 from students import STUDENTS
 from teachers import count_parameters
 from tests.conftest import tiny_config

@@ -5,8 +5,8 @@ import torch
 from safetensors.torch import save_file
 
 from pipeline.errors import UserError
-from pipeline.teacher import load_teacher, run_teacher_stage
-from pipeline.rundir import RunPaths
+from pipeline.teach.stage import load_teacher, run_teacher_stage
+from pipeline.run.rundir import RunPaths
 from teachers import TEACHERS, fingerprint_of, weights_to_bytes
 from tests.conftest import tiny_config
 

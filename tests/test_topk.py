@@ -7,9 +7,10 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 
-from pipeline import rundir, shards
-from pipeline.label import run_label_stage
-from pipeline.rundir import RunPaths
+from pipeline.run import rundir
+from pipeline import shards
+from pipeline.label.stage import run_label_stage
+from pipeline.run.rundir import RunPaths
 from pipeline.shards.schema import TOPK_FILL_GAP, dense_logits, top_k_of
 from students import kl_loss
 from tests.conftest import tiny_config

@@ -12,10 +12,10 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from pipeline.rundir import RunPaths
+from pipeline.run.rundir import RunPaths
 from tests.conftest import cli as run_cli
-from pipeline.train import run_train_stage
-from pipeline.train_faults import TRAIN_FAULT
+from pipeline.train.stage import run_train_stage
+from pipeline.train.faults import TRAIN_FAULT
 from students import STUDENTS, DistillationModule, kl_loss
 
 

@@ -7,7 +7,7 @@ import sys
 
 from safetensors.torch import load_file
 
-from pipeline.rundir import RunPaths
+from pipeline.run.rundir import RunPaths
 
 # Two Ray nodes of one CPU each: Ray Train's two workers (one CPU each) can only sit one per node.
 # The driver (the CLI, as a user would run it) joins the cluster by its address.

@@ -12,14 +12,14 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from pipeline import storage
+from pipeline.run import storage
 from pipeline.__main__ import parse
-from pipeline.checkpoints import AtomicCheckpointIO, read_checkpoint
+from pipeline.train.checkpoints import AtomicCheckpointIO, read_checkpoint
 from pipeline.config import result_fields
 from pipeline.errors import UserError
-from pipeline.rundir import RunPaths
+from pipeline.run.rundir import RunPaths
 from tests.conftest import cli as run_cli
-from pipeline.train_faults import KILLED_EXIT_CODE, TRAIN_FAULT
+from pipeline.train.faults import KILLED_EXIT_CODE, TRAIN_FAULT
 
 # 768 rows / 64 = 12 steps an epoch, 2 epochs; a checkpoint every 5 steps.
 SETTINGS = ["--train.checkpoint_every_steps", "5", "--train.deterministic", "true"]

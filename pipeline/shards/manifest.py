@@ -11,7 +11,7 @@ import hashlib
 from dataclasses import asdict, dataclass, field
 from typing import Optional
 
-from pipeline import storage
+from pipeline.run import storage
 from pipeline.errors import UserError
 from pipeline.shards.schema import SCHEMA_VERSION
 
@@ -40,6 +40,7 @@ class Manifest:
     planned_shards: int
     row_group_size: int
     top_k: Optional[int] = None  # shards store only the k largest logits per row (see schema.py)
+    input_space: str = "images"  # how stored inputs decode to model inputs (pipeline.inputs.space)
     schema_version: int = SCHEMA_VERSION
     shards: dict[int, ShardRecord] = field(default_factory=dict)
 
@@ -78,7 +79,7 @@ def load_manifest(split_dir: str) -> Manifest | None:
     data = storage.read_json(path)
     try:
         manifest = Manifest.from_dict(data)
-    except TypeError as exc:
+    except (TypeError, KeyError, AttributeError) as exc:
         raise UserError(f"{path} is not a shard manifest this version understands ({exc}).") from exc
     if manifest.schema_version != SCHEMA_VERSION:
         raise UserError(f"{path} has shard schema version {manifest.schema_version}; this version reads "

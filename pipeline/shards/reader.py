@@ -39,7 +39,7 @@ import pyarrow.parquet as pq
 import torch
 from torch.utils.data import IterableDataset, get_worker_info
 
-from pipeline import storage
+from pipeline.run import storage
 from pipeline.errors import UserError
 from pipeline.shards.manifest import Manifest, ShardRecord
 from pipeline.shards.schema import dense_logits, field_dtype

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from pipeline import storage
+from pipeline.run import storage
 from pipeline.shards.manifest import ShardRecord, sha256_of
 
 

@@ -23,19 +23,22 @@ from dataclasses import dataclass
 import ray
 import torch
 
-from pipeline import latency, plots, rundir, shards, storage
-from pipeline.config import Config
+from pipeline.evaluate import latency, plots
+from pipeline.run import rundir, storage
+from pipeline import shards
+from pipeline.config import Config, StudentConfig
 from pipeline.errors import UserError
-from pipeline.evaluate import AGREEMENT_KINDS, evaluate_split, load_student_dir
-from pipeline.ray_session import ray_session
-from pipeline.report import load_report, write_report
-from pipeline.rundir import SPLITS
-from pipeline.teacher import load_teacher
-from pipeline.train import fit_student, student_card_path
+from pipeline.evaluate.stage import AGREEMENT_KINDS, evaluate_split
+from pipeline.resolve import accepts, add_code_dir, is_import_path, resolve_factory
+from pipeline.run.ray_session import ray_session
+from pipeline.evaluate.render import write_report
+from pipeline.evaluate.report import load_report
+from pipeline.run.rundir import SPLITS, SWEEP_DIR
+from pipeline.teach.load import load_teacher
+from pipeline.train.stage import fit_student
+from pipeline.train.student import load_student_dir, student_card_path
 from students import STUDENTS
-from teachers import count_parameters
 
-SWEEP_DIR = "sweep"
 DEFAULT_TARGET = 0.99
 
 
@@ -47,16 +50,16 @@ class Trial:
 
     @property
     def name(self) -> str:
-        return f"{self.arch}-w{self.width}-d{self.depth}"
+        # An import path becomes a folder name: "mypkg.models:build" -> "mypkg.models-build".
+        return f"{self.arch.replace(':', '-')}-w{self.width}-d{self.depth}"
 
-
-def sweep_json_path(paths: rundir.RunPaths) -> str:
-    return storage.join(paths.root, SWEEP_DIR, "sweep.json")
-
-
-def load_sweep(paths: rundir.RunPaths) -> dict | None:
-    path = sweep_json_path(paths)
-    return storage.read_json(path) if storage.exists(path) else None
+    def student(self, base: StudentConfig) -> StudentConfig:
+        """The trial's student config: a built-in gets width and depth; a factory by import path gets
+        them as keyword args (it must accept them)."""
+        if is_import_path(self.arch):
+            return dataclasses.replace(base, arch=self.arch, kwargs={**base.kwargs, "width": self.width,
+                                                                      "depth": self.depth})
+        return dataclasses.replace(base, arch=self.arch, width=self.width, depth=self.depth)
 
 
 def plan(cfg: Config) -> list[Trial]:
@@ -99,11 +102,11 @@ def run_trial(cfg: Config, root: str, trial: Trial, threads: int) -> dict:
     """Train (or reuse) one student of the sweep and measure its agreement on both shard splits."""
     torch.set_num_threads(threads)
     paths = rundir.RunPaths(root)
-    student_dir = storage.join(root, SWEEP_DIR, trial.name)
+    student_dir = storage.join(paths.sweep_dir, trial.name)
     trained = not storage.exists(student_card_path(student_dir))
     if trained:
         trial_cfg = dataclasses.replace(
-            cfg, student=dataclasses.replace(cfg.student, arch=trial.arch, width=trial.width, depth=trial.depth),
+            cfg, student=trial.student(cfg.student),
             # One process per trial: parallelism comes from running trials side by side.
             train=dataclasses.replace(cfg.train, devices=1, loader_workers=0),
         )
@@ -117,7 +120,7 @@ def run_trial(cfg: Config, root: str, trial: Trial, threads: int) -> dict:
     values = {s: evaluate_split(student, card, weights, paths.split(s), cfg.eval.batch_size,
                                 cfg.eval.calibration_bins).compute() for s in SPLITS}
     return {
-        "name": trial.name, "arch": card.arch, "width": card.width, "depth": card.depth, "params": card.params,
+        "name": trial.name, "arch": card.arch, "width": trial.width, "depth": trial.depth, "params": card.params,
         "epochs": card.epochs, "dir": f"{SWEEP_DIR}/{trial.name}", "trained": trained,
         **{kind: {s: values[s][kind] for s in SPLITS} for kind in AGREEMENT_KINDS},
         "agreement": {s: values[s]["top1"] for s in SPLITS},
@@ -129,6 +132,7 @@ _run_trial_task = ray.remote(run_trial)
 
 def _check_ready(cfg: Config, paths: rundir.RunPaths):
     """Refuse before starting any trial, rather than in every one of them; return the teacher and its card."""
+    add_code_dir(cfg.code_dir)
     teacher = load_teacher(paths)
     shards.require_manifest(paths.split("train"))
     heldout = shards.require_manifest(paths.split("heldout"))
@@ -136,15 +140,17 @@ def _check_ready(cfg: Config, paths: rundir.RunPaths):
         raise UserError(f"{paths.split('heldout')} holds no rows: the sweep compares students on held-out shards "
                         "(start a run with data.heldout_shards of at least 1).")
     arch = cfg.sweep.arch or cfg.student.arch
-    if arch not in STUDENTS:
-        raise UserError(f"sweep.arch {arch!r} is unknown; expected one of: {', '.join(STUDENTS.names())}.")
+    factory = resolve_factory(arch, STUDENTS, "sweep.arch" if cfg.sweep.arch else "student.arch")
+    if is_import_path(arch) and not (accepts(factory, "width") and accepts(factory, "depth")):
+        raise UserError(f"the sweep builds students of several sizes, so {arch!r} must take keyword arguments "
+                        "width and depth.")
     return teacher
 
 
 def _run_trials(cfg: Config, trials: list[Trial], on_done) -> list[dict]:
     s = cfg.sweep
     task = _run_trial_task.options(num_cpus=s.cpus_per_trial, num_gpus=s.gpus_per_trial, max_retries=0)
-    pending = {task.remote(cfg, cfg.out, t, s.cpus_per_trial): t for t in trials}
+    pending = {task.remote(cfg, rundir.RunPaths(cfg.out).root, t, s.cpus_per_trial): t for t in trials}
     results = []
     while pending:
         done, _ = ray.wait(list(pending), num_returns=1)
@@ -165,7 +171,7 @@ def run_sweep(cfg: Config, on_done=lambda result, done, total: None) -> dict:
     paths = rundir.prepare(cfg)
     teacher, card = _check_ready(cfg, paths)
     trials = plan(cfg)
-    with ray_session(cfg.address):
+    with ray_session(cfg.address, cfg.code_dir):
         results = _run_trials(cfg, trials, on_done)
     e = cfg.eval
     for result in results:
@@ -176,13 +182,13 @@ def run_sweep(cfg: Config, on_done=lambda result, done, total: None) -> dict:
     smallest = smallest_reaching(results, target)
     sweep = {
         "target": target, "split": "heldout", "trials": results, "smallest": smallest,
-        "teacher": {"params": count_parameters(teacher),
+        "teacher": {"params": card.params,
                     "latency": latency.model_latency(teacher, card.input_shape, e.latency_threads, e.latency_seconds)},
         "latency_threads": e.latency_threads,
     }
-    storage.write_json_atomic(sweep_json_path(paths), sweep)
+    storage.write_json_atomic(paths.sweep_json, sweep)
     figure = plots.sweep(sweep, sweep["teacher"]["params"], sweep["teacher"]["latency"]["batch1_ms"])
-    storage.write_bytes_atomic(storage.join(paths.root, SWEEP_DIR, "sweep.png"), figure)
+    storage.write_bytes_atomic(storage.join(paths.sweep_dir, "sweep.png"), figure)
     report = load_report(paths)
     if report is not None:
         report.sweep = sweep

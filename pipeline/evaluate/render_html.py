@@ -6,8 +6,8 @@ from __future__ import annotations
 import base64
 from html import escape
 
-from pipeline.metrics import METRICS, top_confusions
-from pipeline.report import Report, agreement_table, latency_lines, summary_lines, sweep_table
+from pipeline.tasks.metrics import METRICS, top_confusions
+from pipeline.evaluate.report import Report, agreement_table, latency_lines, summary_lines, sweep_table
 
 STYLE = """
 body { font-family: system-ui, sans-serif; max-width: 1100px; margin: 2em auto; padding: 0 1em; color: #222; }

@@ -14,7 +14,7 @@ import re
 
 import pyarrow.fs as pafs
 
-from pipeline import storage
+from pipeline.run import storage
 
 # The epoch-level series the report plots, as logged by students.DistillationModule.
 SERIES = ("train/loss", "train/agreement", "val/loss", "val/agreement")

@@ -13,7 +13,8 @@ import lightning as L
 import torch
 from torch.utils.data import DataLoader
 
-from pipeline import rundir, shards
+from pipeline.run import rundir
+from pipeline import shards
 from pipeline.errors import UserError
 
 EVAL_SPLIT = "heldout"

@@ -19,7 +19,7 @@ WARMUP_CALLS = 3
 REPEATS = 7
 
 
-def _block_s(model: torch.nn.Module, x: torch.Tensor, calls: int) -> float:
+def _block_s(model, x, calls: int) -> float:
     start = time.perf_counter()
     for _ in range(calls):
         model(x)
@@ -27,11 +27,15 @@ def _block_s(model: torch.nn.Module, x: torch.Tensor, calls: int) -> float:
 
 
 @torch.inference_mode()
-def forward_ms(model: torch.nn.Module, input_shape, batch_size: int, threads: int = 1, min_time_s: float = 0.5) -> dict:
+def forward_ms(model, input_shape, batch_size: int, threads: int = 1, min_time_s: float = 0.5) -> dict:
     """Median milliseconds per forward pass of one batch on CPU, over REPEATS timed blocks that
-    together take about `min_time_s`."""
-    model = model.eval()
+    together take about `min_time_s`. `model` is a torch module (called on a tensor) or any teacher
+    (called on a float32 numpy batch, as the pipeline calls it)."""
     x = torch.rand(batch_size, *input_shape, generator=torch.Generator().manual_seed(0))
+    if isinstance(model, torch.nn.Module):
+        model = model.eval()
+    else:
+        x = x.numpy()
     previous = torch.get_num_threads()
     torch.set_num_threads(threads)
     try:
@@ -43,12 +47,12 @@ def forward_ms(model: torch.nn.Module, input_shape, batch_size: int, threads: in
     return {"ms": statistics.median(per_call) * 1e3, "repeats": REPEATS, "calls_per_repeat": calls}
 
 
-def model_latency(model: torch.nn.Module, input_shape, threads: int = 1, min_time_s: float = 0.5) -> dict:
+def model_latency(model, input_shape, threads: int = 1, min_time_s: float = 0.5) -> dict:
     """{"batch1_ms": .., "batch256_ms": ..}: median milliseconds per call at each batch size."""
     return {f"batch{b}_ms": forward_ms(model, input_shape, b, threads, min_time_s)["ms"] for b in BATCH_SIZES}
 
 
-def compare(teacher: torch.nn.Module, student: torch.nn.Module, input_shape, threads: int = 1,
+def compare(teacher, student: torch.nn.Module, input_shape, threads: int = 1,
             min_time_s: float = 0.5) -> dict:
     """Teacher and student latency on CPU and the student's speed-up (teacher time / student time)."""
     t = model_latency(teacher, input_shape, threads, min_time_s)

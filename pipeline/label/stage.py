@@ -25,28 +25,25 @@ import ray
 import torch
 from tqdm.auto import tqdm
 
-from pipeline import faults, rundir, shards, storage
+from pipeline import shards
 from pipeline.config import Config, DataConfig, fingerprint, result_fields
 from pipeline.errors import RetriesExhausted, UserError
-from pipeline.generate import generate_inputs, shard_seed
-from pipeline.ray_session import cluster_cpus, cluster_gpus, ray_session
-from pipeline.rundir import SPLITS
-from pipeline.lock import output_lock
-from pipeline.teacher import load_seed, load_teacher
-from teachers import SeedData, TeacherCard, build_teacher, to_float
+from pipeline.inputs import images
+from pipeline.inputs.images import generate_inputs, shard_seed
+from pipeline.inputs.seeds import SeedData
+from pipeline.label import faults
+from pipeline.label.actor import ShardJob, TeacherFailed
+from pipeline.label.pool import LOST_WORK, LabelerPool
+from pipeline.resolve import add_code_dir
+from pipeline.run import rundir, storage
+from pipeline.run.lock import output_lock
+from pipeline.run.ray_session import ray_session
+from pipeline.run.rundir import SPLITS
+from pipeline.teach.load import read_card
+from pipeline.teach.stage import load_seed
+from teachers import TeacherCard
 
 MANIFEST_SAVE_INTERVAL_S = 2.0  # rewriting the manifest after every shard is O(shards^2) at scale
-
-
-@dataclass(frozen=True)
-class ShardJob:
-    split: str
-    split_dir: str
-    index: int
-    seed: int
-    count: int
-    row_group_size: int
-    metadata: dict
 
 
 @dataclass
@@ -73,92 +70,10 @@ def generate_shard(seed_images: np.ndarray, data: DataConfig, seed: int, count: 
     return generate_inputs(seed_images, data, seed, count)
 
 
-class Labeler:
-    """Holds one teacher for its whole life and turns generated inputs into committed shard files."""
-
-    def __init__(self, weights_path: str, card: dict, batch_size: int, threads: int, bf16_on_gpu: bool = True,
-                 top_k: int | None = None):
-        torch.set_num_threads(threads)
-        self.card = TeacherCard.from_dict(card)
-        self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-        self.teacher = build_teacher(self.card, storage.read_bytes(weights_path), weights_path).to(self.device)
-        self.batch_size, self.top_k = batch_size, top_k
-        self.autocast = self.device.type == "cuda" and bf16_on_gpu
-
-    @torch.inference_mode()
-    def logits(self, inputs: np.ndarray) -> np.ndarray:
-        out = []
-        for start in range(0, len(inputs), self.batch_size):
-            # Only bytes cross to the device; the conversion to float happens there.
-            x = to_float(torch.tensor(inputs[start : start + self.batch_size]).to(self.device, non_blocking=True))
-            with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.autocast):
-                out.append(self.teacher(x).float().cpu())
-        return torch.cat(out).numpy()
-
-    def label(self, generated: tuple[np.ndarray, np.ndarray], job: ShardJob) -> shards.ShardRecord:
-        inputs, kinds = generated
-        logits = self.logits(inputs)
-        # Non-finite logits would poison training; such rows are dropped and counted, never written.
-        # (float16 overflows past 65504, so check after the cast.)
-        logits16 = logits.astype(np.float16)
-        finite = np.isfinite(logits16).all(axis=1)
-        sample_ids = job.index * job.count + np.arange(len(inputs), dtype=np.int64)
-        table = shards.make_table(sample_ids[finite], job.seed, kinds[finite], inputs[finite], logits16[finite],
-                                  job.metadata, top_k=self.top_k)
-        if faults.should_crash(job.split, job.index):
-            path = storage.local_path(storage.join(job.split_dir, shards.shard_file_name(job.split, job.index)))
-            faults.crash_midway(path, shards.serialize(table, job.row_group_size))
-        record = shards.write_shard(table, job.split_dir, job.split, job.index, job.seed, job.row_group_size,
-                                    rejected=int((~finite).sum()))
-        record.node = ray.get_runtime_context().get_node_id()
-        return record
-
-
 def generator_hash(cfg: Config, seed_images: np.ndarray) -> str:
     """What the inputs depend on: the data config and the exact seed images it draws from."""
-    images = hashlib.sha256(np.ascontiguousarray(seed_images).tobytes()).hexdigest()
-    return fingerprint({"data": result_fields(cfg.data), "seed_images": images, "shape": list(seed_images.shape)})
-
-
-class LabelerPool:
-    """The teacher actors. Ray restarts a crashed actor; one that died for good is replaced here."""
-
-    def __init__(self, cfg: Config, paths: rundir.RunPaths, card: TeacherCard):
-        gpus = cluster_gpus()
-        num_gpus = cfg.label.num_gpus if cfg.label.num_gpus is not None else (1 if gpus else 0)
-        cpus = cluster_cpus()
-        count = cfg.label.actors or (max(1, int(gpus / num_gpus)) if num_gpus else max(1, cpus // 2))
-        # On CPU, the actors share the cores between them; generation tasks are light and run beside.
-        threads = 1 if num_gpus else max(1, cpus // count)
-        # SPREAD: on a cluster, one teacher per node before two on any node. Restarts are unlimited
-        # so a lost node's actors come back elsewhere; each call is retried a bounded number of times.
-        actor_cls = ray.remote(Labeler).options(
-            num_cpus=1, num_gpus=num_gpus, max_restarts=-1, max_task_retries=cfg.label.max_retries,
-            scheduling_strategy="SPREAD",
-        )
-        self._start = lambda: actor_cls.remote(paths.teacher_weights, card.to_dict(), cfg.label.batch_size, threads,
-                                               cfg.label.bf16_on_gpu, cfg.label.top_k)
-        self.actors = [self._start() for _ in range(count)]
-        self.load = [0] * count  # shards in flight per actor
-
-    def least_loaded(self) -> int:
-        return min(range(len(self.actors)), key=self.load.__getitem__)
-
-    def replace(self, index: int, dead) -> None:
-        """Start a new actor in place of `dead`, unless an earlier failure of one of its (up to
-        two) shards in flight has already replaced it."""
-        if self.actors[index] is dead:
-            self.actors[index] = self._start()
-
-    def shutdown(self) -> None:
-        for actor in self.actors:
-            ray.kill(actor)
-
-
-# A worker, an actor or a whole node was lost with the shard in flight. The shard was not committed
-# and is a pure function of its job, so doing it again is safe.
-LOST_WORK = (ray.exceptions.RayActorError, ray.exceptions.ObjectLostError, ray.exceptions.WorkerCrashedError,
-             ray.exceptions.NodeDiedError)
+    seed_hash = hashlib.sha256(np.ascontiguousarray(seed_images).tobytes()).hexdigest()
+    return fingerprint({"data": result_fields(cfg.data), "seed_images": seed_hash, "shape": list(seed_images.shape)})
 
 
 def _label_split(cfg: Config, paths: rundir.RunPaths, split: str, planned: int, base_seed: int, card: TeacherCard,
@@ -170,7 +85,8 @@ def _label_split(cfg: Config, paths: rundir.RunPaths, split: str, planned: int, 
         raise UserError(f"{split_dir} holds shards made with a different {what}; use another --out to label anew.")
     if manifest is None:
         manifest = shards.Manifest(split=split, teacher_fingerprint=card.fingerprint, generator_hash=gen_hash,
-                                   input_shape=list(card.input_shape), num_classes=card.num_classes,
+                                   input_shape=list(card.input_shape), num_classes=card.num_outputs,
+                                   input_space=images.NAME,
                                    planned_shards=planned, row_group_size=cfg.data.row_group_size,
                                    top_k=cfg.label.top_k)
     bad = {i: problem for i, r in manifest.shards.items() if (problem := shards.check_shard(split_dir, r))}
@@ -178,7 +94,7 @@ def _label_split(cfg: Config, paths: rundir.RunPaths, split: str, planned: int, 
         tqdm.write(f"relabeling shard {i}: {problem}")
         del manifest.shards[i]
     metadata = {"teacher_fingerprint": card.fingerprint, "generator_hash": gen_hash, "split": split,
-                "input_shape": list(card.input_shape), "num_classes": card.num_classes}
+                "input_shape": list(card.input_shape), "num_classes": card.num_outputs}
     todo = deque(
         ShardJob(split, split_dir, i, shard_seed(base_seed, split, i), cfg.data.samples_per_shard,
                  cfg.data.row_group_size, metadata)
@@ -206,6 +122,10 @@ def _label_split(cfg: Config, paths: rundir.RunPaths, split: str, planned: int, 
             pool.load[actor] -= 1
             try:
                 record = ray.get(ref)
+            except ray.exceptions.RayTaskError as exc:
+                if isinstance(exc.cause, TeacherFailed):  # the teacher's own error: retrying would repeat it
+                    raise TeacherFailed(f"{split} shard {job.index}: {exc.cause}") from None
+                raise
             except LOST_WORK as exc:
                 attempts[job.index] += 1
                 if attempts[job.index] > cfg.label.max_retries:
@@ -247,18 +167,19 @@ def run_label_stage(cfg: Config, seed: SeedData | None = None) -> LabelResult:
 
 
 def _label_stage(cfg: Config, paths: rundir.RunPaths, seed: SeedData | None) -> LabelResult:
-    _, card = load_teacher(paths)
-    if cfg.label.top_k is not None and cfg.label.top_k >= card.num_classes:
-        raise UserError(f"label.top_k = {cfg.label.top_k} keeps every one of the teacher's {card.num_classes} classes; "
+    add_code_dir(cfg.code_dir)
+    card = read_card(paths)
+    if cfg.label.top_k is not None and cfg.label.top_k >= card.num_outputs:
+        raise UserError(f"label.top_k = {cfg.label.top_k} keeps every one of the teacher's {card.num_outputs} classes; "
                         "leave it unset, or choose fewer.")
     seed = seed if seed is not None else load_seed(cfg)
     gen_hash = generator_hash(cfg, seed.train_images)
     plan = {"train": (cfg.data.shards, cfg.data.seed), "heldout": (cfg.data.heldout_shards, cfg.data.heldout_seed)}
     result = LabelResult()
-    with ray_session(cfg.address):
+    with ray_session(cfg.address, cfg.code_dir):
         seed_ref = ray.put(seed.train_images)
         # Actors start on first need: a rerun with every shard in place loads no teacher.
-        labelers = functools.cache(lambda: LabelerPool(cfg, paths, card))
+        labelers = functools.cache(lambda: LabelerPool(cfg, paths, card, images.NAME))
         for split in SPLITS:
             planned, base_seed = plan[split]
             result.splits[split] = _label_split(cfg, paths, split, planned, base_seed, card, seed_ref, labelers,

@@ -22,29 +22,25 @@ import numpy as np
 import ray
 import torch
 
-from pipeline import latency, rundir, shards, storage
+from pipeline.evaluate import latency
+from pipeline.run import rundir, storage
+from pipeline import shards
 from pipeline.config import Config
-from pipeline.curves import read_curves
+from pipeline.evaluate.curves import read_curves
 from pipeline.errors import UserError
-from pipeline.metrics import Outputs, SplitMetrics, per_class_agreement
-from pipeline.ray_session import ray_session
-from pipeline.report import Report, write_report
-from pipeline.rundir import SPLITS
-from pipeline.teacher import load_seed, load_teacher
-from pipeline.train import StudentCard, student_card_path, student_from, student_weights_path
-from teachers import count_parameters, to_float
+from pipeline.tasks.metrics import Outputs, SplitMetrics, per_class_agreement
+from pipeline.run.ray_session import ray_session
+from pipeline.evaluate.render import write_report
+from pipeline.evaluate.report import Report
+from pipeline.run.rundir import SPLITS
+from pipeline.inputs import space
+from pipeline.resolve import add_code_dir
+from pipeline.teach.load import load_teacher
+from pipeline.teach.stage import load_seed
+from pipeline.train.student import StudentCard, load_student_dir, student_from
+from teachers import count_parameters
 
 AGREEMENT_KINDS = ("top1", "top5", "kl", "js")
-
-
-def load_student_dir(student_dir: str) -> tuple[torch.nn.Module, StudentCard, bytes]:
-    """A trained student from its folder (the run's, or one trial of a sweep): module, card, weights."""
-    card_path = student_card_path(student_dir)
-    if not storage.exists(card_path):
-        raise UserError(f"No trained student in {student_dir}: run the train stage first (expected {card_path}).")
-    card = StudentCard(**storage.read_json(card_path))
-    weights = storage.read_bytes(student_weights_path(student_dir))
-    return student_from(card, weights), card, weights
 
 
 def assign_shards(manifest: shards.Manifest, part: int, parts: int) -> list[int]:
@@ -59,9 +55,9 @@ def evaluate_shards(student: torch.nn.Module, split_dir: str, manifest: shards.M
     """Metric states over every row of the given shards."""
     part = dataclasses.replace(manifest, shards={i: manifest.shards[i] for i in indices})
     metrics = SplitMetrics(manifest.num_classes, bins)
+    decode = space.decode_module(manifest.input_space, manifest.input_shape)
     for batch in shards.iter_batches(split_dir, part, batch_size):
-        x = to_float(batch["input"].view(-1, *manifest.input_shape))
-        metrics.update(Outputs(student(x), batch["logits"].float()))
+        metrics.update(Outputs(student(decode(batch["input"])), batch["logits"].float()))
     return metrics
 
 
@@ -86,14 +82,16 @@ def evaluate_split(student: torch.nn.Module, card: StudentCard, weights, split_d
 
 
 @torch.inference_mode()
-def evaluate_images(student: torch.nn.Module, teacher: torch.nn.Module, images: np.ndarray, labels: np.ndarray,
-                    num_classes: int, batch_size: int, bins: int = 15) -> SplitMetrics:
-    """Metrics on real labeled images: the teacher runs here, and true labels add both accuracies."""
-    metrics = SplitMetrics(num_classes, bins, labeled=True)
-    for start in range(0, len(images), batch_size):
-        x = to_float(torch.from_numpy(images[start: start + batch_size]))
-        y = torch.as_tensor(labels[start: start + batch_size], dtype=torch.long)
-        metrics.update(Outputs(student(x), teacher(x).float(), y))
+def evaluate_real(student: torch.nn.Module, teacher, inputs: np.ndarray, labels: np.ndarray | None,
+                  input_space: str, num_classes: int, batch_size: int, bins: int = 15) -> SplitMetrics:
+    """Metrics on real data (stored form, e.g. uint8 images): the teacher runs here; true labels, where
+    the data has them, add both accuracies and calibration against them."""
+    metrics = SplitMetrics(num_classes, bins, labeled=labels is not None)
+    decode = space.numpy_decoder(input_space, inputs.shape[1:])
+    for start in range(0, len(inputs), batch_size):
+        x = decode(inputs[start: start + batch_size])
+        y = None if labels is None else torch.as_tensor(labels[start: start + batch_size], dtype=torch.long)
+        metrics.update(Outputs(student(torch.from_numpy(x)), torch.from_numpy(np.asarray(teacher(x))).float(), y))
     return metrics
 
 
@@ -114,24 +112,23 @@ def report_sections(values: dict[str, dict]) -> dict:
 def _evaluate_splits(cfg: Config, paths: rundir.RunPaths, student, card: StudentCard, weights: bytes) -> dict:
     e = cfg.eval
     parallel = e.workers > 1
-    with ray_session(cfg.address) if parallel else contextlib.nullcontext():
+    with ray_session(cfg.address, cfg.code_dir) if parallel else contextlib.nullcontext():
         shared = ray.put(weights) if parallel else weights  # one copy for all the tasks
         return {s: evaluate_split(student, card, shared, paths.split(s), e.batch_size, e.calibration_bins,
                                   e.workers).compute() for s in SPLITS}
 
 
 def run_eval_stage(cfg: Config) -> Report:
-    from pipeline.sweep import load_sweep  # the sweep builds on this module
-
     paths = rundir.prepare(cfg)
+    add_code_dir(cfg.code_dir)
     teacher, teacher_card = load_teacher(paths)
     student, student_card, weights = load_student_dir(paths.student_dir)
     if student_card.teacher_fingerprint != teacher_card.fingerprint:
         raise UserError(f"{paths.student_card} was trained on a different teacher's labels than {paths.teacher_card}.")
     seed = load_seed(cfg)
     values = _evaluate_splits(cfg, paths, student, student_card, weights)
-    test = evaluate_images(student, teacher, seed.test_images, seed.test_labels, teacher_card.num_classes,
-                           cfg.eval.batch_size, cfg.eval.calibration_bins).compute()
+    test = evaluate_real(student, teacher, seed.test_images, seed.test_labels, student_card.input_space,
+                         teacher_card.num_outputs, cfg.eval.batch_size, cfg.eval.calibration_bins).compute()
     values["test"] = test
     rejected = {split: sum(r.rejected for r in shards.require_manifest(paths.split(split)).records())
                 for split in SPLITS}
@@ -141,18 +138,19 @@ def run_eval_stage(cfg: Config) -> Report:
                               cfg.eval.latency_seconds)
     report = Report(
         **report_sections(values),
-        accuracy={"teacher": test["teacher_accuracy"], "student": test["student_accuracy"],
+        accuracy={"teacher": test.get("teacher_accuracy"), "student": test.get("student_accuracy"),
                   "test_samples": test["samples"]},
-        params={"teacher": count_parameters(teacher), "student": count_parameters(student)},
-        teacher={"arch": teacher_card.arch, "fingerprint": teacher_card.fingerprint, "dataset": teacher_card.dataset},
-        student={"arch": student_card.arch, "width": student_card.width, "depth": student_card.depth,
-                 "epochs": student_card.epochs},
+        params={"teacher": teacher_card.params, "student": count_parameters(student)},
+        teacher={"kind": teacher_card.kind, "arch": teacher_card.arch, "fingerprint": teacher_card.fingerprint,
+                 "dataset": teacher_card.dataset},
+        student={"arch": student_card.arch, "kwargs": student_card.kwargs, "width": student_card.kwargs.get("width"),
+                 "depth": student_card.kwargs.get("depth"), "epochs": student_card.epochs},
         rejected_rows=rejected,
         min_agreement=cfg.eval.min_agreement,
         classes=list(teacher_card.classes),
         latency=lat,
         curves=read_curves(paths.student_dir),
-        sweep=load_sweep(paths),
+        sweep=storage.read_json(paths.sweep_json) if storage.exists(paths.sweep_json) else None,
     )
     write_report(paths, report)
     return report

@@ -16,7 +16,7 @@ import socket
 from contextlib import contextmanager
 from typing import Iterator
 
-from pipeline import storage
+from pipeline.run import storage
 from pipeline.errors import UserError
 
 LOCK_NAME = ".lock"

@@ -16,9 +16,9 @@ from typing import Any, Optional
 import torch
 from lightning.pytorch.plugins.io import CheckpointIO
 
-from pipeline import storage
+from pipeline.run import storage
 from pipeline.errors import UserError
-from pipeline.train_data import check_resumable
+from pipeline.train.data import check_resumable
 
 log = logging.getLogger(__name__)
 

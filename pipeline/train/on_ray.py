@@ -14,9 +14,13 @@ import json
 import os
 import tempfile
 
-from pipeline import rundir, storage, train_faults
+from pipeline.run import rundir, storage
+from pipeline.train import faults as train_faults
 from pipeline.config import Config
-from pipeline.ray_session import cluster_gpus, ray_session
+from pipeline.run.ray_session import cluster_gpus, ray_session
+from pipeline.train.data import ShardDataModule
+from pipeline.train.student import save_weights
+from pipeline.train.trainer import DDP_TIMEOUT, build_module, make_trainer
 
 METRICS = "metrics.json"
 
@@ -26,8 +30,6 @@ def _train_loop(config: dict) -> None:
     import ray.train
     from ray.train.lightning import RayDDPStrategy, RayLightningEnvironment, prepare_trainer
 
-    from pipeline.train import build_module, make_trainer, save_weights
-    from pipeline.train_data import ShardDataModule
 
     cfg, paths, student_dir, ckpt_path = config["cfg"], config["paths"], config["student_dir"], config["ckpt_path"]
     data = ShardDataModule(paths, cfg.train.batch_size, cfg.train.seed, ray_loader_workers(cfg))
@@ -65,9 +67,7 @@ def fit_on_ray(cfg: Config, paths: rundir.RunPaths, student_dir: str, ckpt_path:
     from ray.train import FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchConfig, TorchTrainer
 
-    from pipeline.train import DDP_TIMEOUT
-
-    with ray_session(cfg.address):
+    with ray_session(cfg.address, cfg.code_dir):
         use_gpu = cfg.train.accelerator in ("gpu", "cuda") or (cfg.train.accelerator == "auto" and cluster_gpus() > 0)
         fault = os.environ.get(train_faults.TRAIN_FAULT)
         trainer = TorchTrainer(

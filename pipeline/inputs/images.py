@@ -1,4 +1,6 @@
-"""Generating inputs: augmented views of real images, mixups of two, and smooth random patterns.
+"""The image input space: generation, storage (uint8 pixels) and decoding to the float models take.
+
+Generating inputs: augmented views of real images, mixups of two, and smooth random patterns.
 
 `generate_inputs` is a pure function of (seed images, data config, seed, count): same arguments,
 same bytes. All randomness comes from one `torch.Generator` consumed in a fixed order, and every op
@@ -19,6 +21,9 @@ import torch.nn.functional as F
 
 from pipeline.config import DataConfig
 from pipeline.shards.schema import KINDS
+
+NAME = "images"
+STORED_DTYPE = np.uint8  # pixels exactly as the teacher saw them; a quarter of float32's bytes
 
 AUGMENT, MIXUP, NOISE = (KINDS.index(k) for k in ("augment", "mixup", "noise"))
 
@@ -101,3 +106,26 @@ def generate_inputs(seed_images: np.ndarray, cfg: DataConfig, seed: int, count: 
 
     # Quantize here: the teacher labels exactly the uint8 values that the shard stores.
     return x.mul_(255).round_().clamp_(0, 255).to(torch.uint8).numpy(), kinds.numpy()
+
+
+# Decoding: the one place that knows pixels are uint8 and models take floats in [0, 1].
+
+def to_float(pixels: torch.Tensor) -> torch.Tensor:
+    """uint8 pixels → float in [0, 1]."""
+    return pixels.float().div_(255)
+
+
+def decode_numpy(stored: np.ndarray, shape) -> np.ndarray:
+    """Stored rows (uint8, any layout of C*H*W values per row) → float32 [B, C, H, W] in [0, 1]."""
+    return (np.asarray(stored, dtype=np.float32) * np.float32(1 / 255)).reshape(-1, *shape)
+
+
+class ImageDecode(torch.nn.Module):
+    """The same decoding as a module, so it runs where the model runs (on the GPU: only bytes cross)."""
+
+    def __init__(self, shape):
+        super().__init__()
+        self.shape = tuple(int(d) for d in shape)
+
+    def forward(self, stored: torch.Tensor) -> torch.Tensor:
+        return stored.reshape(-1, *self.shape).float().div(255)

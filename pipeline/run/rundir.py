@@ -7,23 +7,30 @@ output directory never silently mixes the results of two configs.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 
 import yaml
 
-from pipeline import storage
+from pipeline.run import storage
 from pipeline.config import Config, differing_keys, result_fields
 from pipeline.errors import UserError
 
 CONFIG_NAME = "config.yaml"
 STUDENT_WEIGHTS = "student.safetensors"  # inside a student's directory (the run's, or a sweep trial's)
 STUDENT_CARD = "student.json"
+SWEEP_DIR = "sweep"
 SPLITS = ("train", "heldout")  # the shard splits under DIR/shards/: generated to train on, and held out
 
 
 @dataclass(frozen=True)
 class RunPaths:
     root: str
+
+    def __post_init__(self) -> None:
+        # Absolute: Ray workers may run in another working directory (a shipped code_dir).
+        if "://" not in self.root:
+            object.__setattr__(self, "root", os.path.abspath(self.root))
 
     def _(self, *parts: str) -> str:
         return storage.join(self.root, *parts)
@@ -33,8 +40,9 @@ class RunPaths:
         return self._(CONFIG_NAME)
 
     @property
-    def teacher_weights(self) -> str:
-        return self._("teacher", "teacher.safetensors")
+    def teacher_dir(self) -> str:
+        """The teacher's card and its weights or program (the card's file_name)."""
+        return self._("teacher")
 
     @property
     def teacher_card(self) -> str:
@@ -62,6 +70,15 @@ class RunPaths:
     @property
     def report_md(self) -> str:
         return self._("report.md")
+
+    @property
+    def sweep_dir(self) -> str:
+        """The capacity sweep's trials (one folder each), sweep.json and sweep.png."""
+        return self._(SWEEP_DIR)
+
+    @property
+    def sweep_json(self) -> str:
+        return self._(SWEEP_DIR, "sweep.json")
 
 
 def saved_config_path(out: str) -> str | None:

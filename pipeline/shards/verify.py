@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from pipeline import shards
-from pipeline.rundir import SPLITS, RunPaths
+from pipeline.run.rundir import SPLITS, RunPaths
 
 
 

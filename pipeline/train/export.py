@@ -14,7 +14,7 @@ import logging
 
 import torch
 
-from pipeline import storage
+from pipeline.run import storage
 
 INPUT_NAME, OUTPUT_NAME = "input", "logits"
 

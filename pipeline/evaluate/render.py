@@ -1,0 +1,67 @@
+"""Drawing a report: the PNG figures in DIR/plots/, report.md and the self-contained report.html.
+
+Everything is drawn from the Report alone (report.json), so a report can be redrawn at any time,
+as the sweep does when it adds its results.
+"""
+
+from __future__ import annotations
+
+from pipeline.evaluate import plots
+from pipeline.evaluate.render_html import html_page
+from pipeline.evaluate.report import Report, agreement_table, markdown_table, summary_lines, sweep_table
+from pipeline.run import storage
+from pipeline.run.rundir import RunPaths
+
+REPORT_HTML = "report.html"
+PLOTS_DIR = "plots"
+
+
+def figures(report: Report) -> dict[str, tuple[str, bytes]]:
+    """name -> (caption, PNG bytes) for every figure the report's data allows."""
+    out: dict[str, tuple[str, bytes]] = {}
+    if report.curves.get("epoch"):
+        out["curves"] = ("Training curves: distillation loss and top-1 agreement per epoch.",
+                         plots.training_curves(report.curves))
+    if any(report.per_class_agreement.values()) and report.classes:
+        out["per_class"] = ("Top-1 agreement within each of the teacher's classes.",
+                            plots.per_class_agreement(report.per_class_agreement, report.classes))
+    if report.reliability:
+        out["reliability"] = ("Reliability diagrams: how often a prediction made with a given confidence is "
+                              "right (against true labels, left) or agrees with the teacher (right).",
+                              plots.reliability(report.reliability, report.calibration))
+    split = next((s for s in ("heldout", "train") if report.confusion.get(s)), None)
+    if split and report.classes:
+        out["confusion"] = (f"Student against teacher on the {split} shards: which class the student picks "
+                            "instead of the teacher's.", plots.confusion(report.confusion[split], report.classes, split))
+    if report.sweep and report.sweep.get("trials"):
+        teacher_ms = (report.latency or {}).get("teacher", {}).get("batch1_ms")
+        out["sweep"] = ("Capacity sweep: agreement against student size and CPU latency; the star marks the "
+                        "smallest student reaching the target.",
+                        plots.sweep(report.sweep, report.params.get("teacher"), teacher_ms))
+    return out
+
+
+def markdown(report: Report, figure_captions: dict[str, str] | None = None) -> str:
+    t, s = report.teacher, report.student
+    lines = [
+        "# Distillation report", "",
+        f"Teacher `{t.get('arch')}` (fingerprint `{str(t.get('fingerprint'))[:12]}`, dataset {t.get('dataset')}); "
+        f"student `{s.get('arch')}` width {s.get('width')}, depth {s.get('depth')}, trained {s.get('epochs')} epochs.", "",
+        "## Student–teacher agreement", "", markdown_table(agreement_table(report)), "",
+        *[f"- {line}" for line in summary_lines(report)], "",
+    ]
+    if report.sweep and report.sweep.get("trials"):
+        lines += ["## Capacity sweep", "", markdown_table(sweep_table(report.sweep)), ""]
+    for name, caption in (figure_captions or {}).items():
+        lines += [f"![{caption}]({PLOTS_DIR}/{name}.png)", ""]
+    return "\n".join(lines)
+
+
+def write_report(paths: RunPaths, report: Report) -> None:
+    """report.json first (the contract), then the figures, report.md and the self-contained report.html."""
+    storage.write_json_atomic(paths.report_json, report.to_dict())
+    figs = figures(report)
+    for name, (_, png) in figs.items():
+        storage.write_bytes_atomic(storage.join(paths.root, PLOTS_DIR, f"{name}.png"), png)
+    storage.write_bytes_atomic(paths.report_md, markdown(report, {n: c for n, (c, _) in figs.items()}).encode())
+    storage.write_bytes_atomic(storage.join(paths.root, REPORT_HTML), html_page(report, figs).encode())

@@ -1,0 +1,39 @@
+"""The input space interface: which inputs exist, how they are stored, and how they become floats.
+
+A space owns three things, so that no stage assumes them:
+- generation: seed -> stored inputs (a pure function; images: augment / mixup / noise around seeds),
+- storage: the dtype and shape of one input in a shard (images: uint8 [C, H, W]),
+- decoding: stored inputs -> the float tensors a model takes (images: ÷ 255), as numpy (for a
+  teacher called on numpy batches) and as a torch module (run where the student runs).
+
+Shards record their space's name (manifest `input_space`), so a reader decodes them without the config.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import numpy as np
+import torch
+
+from pipeline.errors import UserError
+from pipeline.inputs import images
+
+SPACES = (images.NAME,)
+
+
+def _check(name: str) -> None:
+    if name not in SPACES:
+        raise UserError(f"input space {name!r} is unknown; expected one of: {', '.join(SPACES)}.")
+
+
+def decode_module(name: str, shape) -> torch.nn.Module:
+    """Stored rows -> model inputs, as a module (the student's first layer in training and eval)."""
+    _check(name)
+    return images.ImageDecode(shape)
+
+
+def numpy_decoder(name: str, shape) -> Callable[[np.ndarray], np.ndarray]:
+    """Stored rows -> float32 model inputs, on numpy (what every teacher kind is called with)."""
+    _check(name)
+    return lambda stored: images.decode_numpy(stored, shape)

@@ -1,0 +1,81 @@
+"""The labeling actor: holds one teacher for its whole life and turns generated inputs into
+committed shard files (Ray's callable-class shape: load in __init__; testable without Ray).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from pipeline import shards
+from pipeline.errors import UserError
+from pipeline.inputs import space
+from pipeline.label import faults
+from pipeline.run import rundir, storage
+from pipeline.teach.load import load_teacher
+
+
+@dataclass(frozen=True)
+class ShardJob:
+    split: str
+    split_dir: str
+    index: int
+    seed: int
+    count: int
+    row_group_size: int
+    metadata: dict
+
+
+class TeacherFailed(UserError):
+    """The teacher raised, or returned the wrong shape, on a batch of generated inputs."""
+
+
+class Labeler:
+    def __init__(self, root: str, fingerprint: str, batch_size: int, threads: int, bf16_on_gpu: bool = True,
+                 top_k: int | None = None, input_space: str = "images"):
+        torch.set_num_threads(threads)
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+        self.teacher, self.card = load_teacher(rundir.RunPaths(root), device, bf16_on_gpu, threads)
+        if self.card.fingerprint != fingerprint:
+            raise UserError(f"the teacher in {root} changed while its shards were being labeled.")
+        self.decode = space.numpy_decoder(input_space, self.card.input_shape)
+        self.batch_size, self.top_k = batch_size, top_k
+
+    def outputs(self, inputs: np.ndarray) -> np.ndarray:
+        """The teacher's outputs, float32 [n, K], for stored inputs, batch by batch."""
+        out = []
+        for start in range(0, len(inputs), self.batch_size):
+            batch = inputs[start : start + self.batch_size]
+            try:
+                y = np.asarray(self.teacher(self.decode(batch)))
+            except Exception as exc:
+                raise TeacherFailed(f"the teacher raised {type(exc).__name__} on a batch of {len(batch)} generated "
+                                    f"inputs: {exc}") from exc
+            if y.shape != (len(batch), self.card.num_outputs):
+                raise TeacherFailed(f"the teacher returned shape {list(y.shape)} for {len(batch)} inputs; expected "
+                                    f"[{len(batch)}, {self.card.num_outputs}].")
+            out.append(y.astype(np.float32, copy=False))
+        return np.concatenate(out) if out else np.zeros((0, self.card.num_outputs), np.float32)
+
+    def label(self, generated: tuple[np.ndarray, np.ndarray], job: ShardJob) -> shards.ShardRecord:
+        inputs, kinds = generated
+        logits = self.outputs(inputs)
+        # Non-finite logits would poison training; such rows are dropped and counted, never written.
+        # (float16 overflows past 65504, so check after the cast.)
+        logits16 = logits.astype(np.float16)
+        finite = np.isfinite(logits16).all(axis=1)
+        sample_ids = job.index * job.count + np.arange(len(inputs), dtype=np.int64)
+        table = shards.make_table(sample_ids[finite], job.seed, kinds[finite], inputs[finite], logits16[finite],
+                                  job.metadata, top_k=self.top_k)
+        if faults.should_crash(job.split, job.index):
+            path = storage.local_path(storage.join(job.split_dir, shards.shard_file_name(job.split, job.index)))
+            faults.crash_midway(path, shards.serialize(table, job.row_group_size))
+        record = shards.write_shard(table, job.split_dir, job.split, job.index, job.seed, job.row_group_size,
+                                    rejected=int((~finite).sum()))
+        import ray  # only when running as an actor: the record says which node labeled the shard
+
+        if ray.is_initialized():
+            record.node = ray.get_runtime_context().get_node_id()
+        return record

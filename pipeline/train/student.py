@@ -1,0 +1,105 @@
+"""A student on disk: safetensors weights plus its card, and rebuilding it in any process.
+
+The card records what another process (a DDP rank, an eval task, a sweep trial) needs to rebuild
+the student: its factory (a registry name or an import path) and the keyword args it was built
+with, the input shape and the outputs. Built-in students get width and depth as keyword args too.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import MISSING, asdict, dataclass, field, fields
+
+import torch
+from safetensors.torch import load as load_safetensors
+from safetensors.torch import save as save_safetensors
+
+from pipeline.config import StudentConfig
+from pipeline.errors import UserError
+from pipeline.resolve import build_module, is_import_path
+from pipeline.run import rundir, storage
+from students import STUDENTS
+from teachers.weights import load_weights_strictly
+
+STUDENT_ARCH = "student.arch"
+
+
+@dataclass
+class StudentCard:
+    arch: str
+    kwargs: dict  # keyword args of the factory, besides input_shape and num_outputs
+    input_shape: list[int]
+    classes: list[str]
+    params: int
+    teacher_fingerprint: str
+    epochs: int
+    steps: int
+    train_agreement: float | None
+    heldout_agreement: float | None
+    input_space: str = "images"
+    extra: dict = field(default_factory=dict)
+
+    @property
+    def num_outputs(self) -> int:
+        return len(self.classes)
+
+    @classmethod
+    def from_dict(cls, data: dict, source: str) -> "StudentCard":
+        names = {f.name for f in fields(cls)}
+        required = {f.name for f in fields(cls) if f.default is MISSING and f.default_factory is MISSING}
+        if not isinstance(data, dict) or not required <= set(data):
+            missing = sorted(required - set(data)) if isinstance(data, dict) else sorted(required)
+            raise UserError(f"{source} is not a student card this version reads (missing {', '.join(missing)}): "
+                            "train the student again.")
+        return cls(**{k: v for k, v in data.items() if k in names})
+
+
+def student_kwargs(s: StudentConfig) -> dict:
+    """The factory's keyword args: built-ins take width and depth; your own factory takes kwargs alone."""
+    return dict(s.kwargs) if is_import_path(s.arch) else {"width": s.width, "depth": s.depth, **s.kwargs}
+
+
+def build_student(arch: str, kwargs: dict, input_shape, num_outputs: int) -> torch.nn.Module:
+    return build_module(arch, STUDENTS, STUDENT_ARCH, kwargs, input_shape=tuple(input_shape), num_outputs=num_outputs)
+
+
+def student_weights_path(student_dir: str) -> str:
+    return storage.join(student_dir, rundir.STUDENT_WEIGHTS)
+
+
+def student_card_path(student_dir: str) -> str:
+    return storage.join(student_dir, rundir.STUDENT_CARD)
+
+
+def save_weights(student: torch.nn.Module, student_dir: str) -> None:
+    state = {k: v.detach().float().cpu().contiguous() if v.is_floating_point() else v.detach().cpu().contiguous()
+             for k, v in student.state_dict().items()}
+    storage.write_bytes_atomic(student_weights_path(student_dir), save_safetensors(state))
+
+
+def save_card(card: StudentCard, student_dir: str) -> None:
+    storage.write_bytes_atomic(student_card_path(student_dir), (json.dumps(asdict(card), indent=2) + "\n").encode())
+
+
+def read_card(student_dir: str) -> StudentCard:
+    path = student_card_path(student_dir)
+    if not storage.exists(path):
+        raise UserError(f"No trained student in {student_dir}: run the train stage first (expected {path}).")
+    return StudentCard.from_dict(storage.read_json(path), path)
+
+
+def student_from(card: StudentCard, weights: bytes) -> torch.nn.Module:
+    """A trained student, in eval mode, from its card and safetensors bytes."""
+    student = build_student(card.arch, card.kwargs, card.input_shape, card.num_outputs)
+    try:
+        return load_weights_strictly(student, load_safetensors(weights), rundir.STUDENT_WEIGHTS,
+                                     f"student {card.arch!r} with {card.kwargs}")
+    except ValueError as exc:
+        raise UserError(str(exc)) from exc
+
+
+def load_student_dir(student_dir: str) -> tuple[torch.nn.Module, StudentCard, bytes]:
+    """A trained student from its folder (the run's, or one trial of a sweep): module, card, weights."""
+    card = read_card(student_dir)
+    weights = storage.read_bytes(student_weights_path(student_dir))
+    return student_from(card, weights), card, weights

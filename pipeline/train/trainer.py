@@ -1,0 +1,90 @@
+"""The Lightning side of training: the run's module (student + decoding + loss) and its Trainer.
+
+Shared by the train stage in this process (and its spawned DDP ranks) and by Ray Train workers
+(pipeline/train/on_ray.py), so every process builds exactly the same thing.
+"""
+
+from __future__ import annotations
+
+import os
+from datetime import timedelta
+
+import lightning as L
+import torch
+from lightning.pytorch.callbacks import EarlyStopping, LearningRateMonitor, ModelCheckpoint, TQDMProgressBar
+from lightning.pytorch.loggers import CSVLogger
+from lightning.pytorch.strategies import DDPStrategy
+
+from pipeline.config import Config
+from pipeline.inputs import space
+from pipeline.shards import Manifest
+from pipeline.train import checkpoints
+from pipeline.train import faults as train_faults
+from pipeline.train.student import build_student, student_kwargs
+from students import DistillationModule
+
+PROGRESS_REFRESH_STEPS = 25
+# A rank that stops answering fails the job after this long instead of holding the others forever
+# (a rank that dies is noticed at once: its peers' collectives fail).
+DDP_TIMEOUT = timedelta(minutes=10)
+
+
+def build_module(cfg: Config, manifest: Manifest, steps_per_epoch: int) -> DistillationModule:
+    """The run's module with its seeded initial weights (the same in every process that builds it)."""
+    L.seed_everything(cfg.train.seed, workers=True, verbose=False)
+    t = cfg.train
+    student = build_student(cfg.student.arch, student_kwargs(cfg.student), manifest.input_shape, manifest.num_classes)
+    decode = space.decode_module(manifest.input_space, manifest.input_shape)
+    return DistillationModule(student, decode, manifest.num_classes, lr=t.lr, temperature=t.temperature,
+                              loss=t.loss, schedule=t.schedule, steps_per_epoch=steps_per_epoch)
+
+
+def loader_workers(cfg: Config) -> int:
+    if cfg.train.loader_workers is not None:
+        return cfg.train.loader_workers
+    cores_per_rank = (os.cpu_count() or 1) // cfg.train.devices
+    return 0 if cores_per_rank <= 4 else min(4, cores_per_rank - 2)
+
+
+def world_size(cfg: Config) -> int:
+    return cfg.train.num_workers if cfg.train.num_workers > 1 else cfg.train.devices
+
+
+def on_gpu(cfg: Config) -> bool:
+    """Whether this process trains on a GPU: train.accelerator allows one, and one is here."""
+    return cfg.train.accelerator in ("auto", "gpu", "cuda") and torch.cuda.is_available()
+
+
+def make_trainer(cfg: Config, student_dir: str, strategy=None, devices=None, plugins=()) -> L.Trainer:
+    """The Trainer of a run. `strategy`, `devices` and `plugins` are set by Ray Train's workers;
+    otherwise they follow train.devices."""
+    t = cfg.train
+    accelerator = "gpu" if t.accelerator == "cuda" else t.accelerator
+    gpu = on_gpu(cfg)
+    if strategy is None:
+        strategy = DDPStrategy(start_method="spawn", timeout=DDP_TIMEOUT) if t.devices > 1 else "auto"
+    return L.Trainer(
+        max_epochs=t.max_epochs,
+        accelerator=accelerator,
+        devices=t.devices if devices is None else devices,
+        strategy=strategy,
+        plugins=[checkpoints.AtomicCheckpointIO(), *plugins],
+        precision="bf16-mixed" if gpu and torch.cuda.is_bf16_supported() else "32-true",
+        deterministic=t.deterministic or None,  # None: leave a calling program's own setting alone
+        logger=CSVLogger(student_dir, name="logs"),
+        callbacks=[
+            # The stopping rule: training agreement no longer rising (not a validation loss).
+            EarlyStopping(monitor="train/agreement", mode="max", patience=t.patience, min_delta=t.min_delta,
+                          check_on_train_epoch_end=True),
+            ModelCheckpoint(dirpath=checkpoints.checkpoint_dir(student_dir), save_last=True, save_top_k=0,
+                            every_n_train_steps=t.checkpoint_every_steps or None),
+            LearningRateMonitor(logging_interval="epoch"),
+            # Redrawing the bar every step costs more than a small student's step.
+            TQDMProgressBar(refresh_rate=PROGRESS_REFRESH_STEPS),
+            *train_faults.from_environment(),
+        ],
+        reload_dataloaders_every_n_epochs=1,
+        num_sanity_val_steps=0,
+        log_every_n_steps=20,
+        enable_model_summary=False,
+    )

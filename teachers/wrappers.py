@@ -1,0 +1,80 @@
+"""Teachers of every kind behind one call: a float32 numpy batch in, a float32 numpy batch out.
+
+    teacher(x: float32 [B, *input_shape]) -> float32 [B, K]
+
+The pipeline labels, evaluates and times every teacher through this call, so a registry CNN, a
+user's module, a torch.export program, an ONNX model and a simulator are interchangeable. Each
+wrapper is built once per process (a Ray actor loads its teacher in __init__) and is testable
+without Ray.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.nn as nn
+
+
+class TorchTeacher:
+    """A torch module (or a torch.export program's module) on this process's device. On a GPU it
+    runs under bf16 autocast when asked (about twice fp32's throughput; outputs come back float32)."""
+
+    def __init__(self, module: nn.Module, device: str | torch.device = "cpu", bf16: bool = False):
+        self.device = torch.device(device)
+        self.module = module.to(self.device)
+        self.autocast = self.device.type == "cuda" and bf16
+
+    @torch.inference_mode()
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        batch = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)).to(self.device, non_blocking=True)
+        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.autocast):
+            out = self.module(batch)
+        return out.float().cpu().numpy()
+
+
+def exported_module(program) -> nn.Module:
+    """The callable module of a torch.export ExportedProgram."""
+    return program.module()
+
+
+def exported_input_shape(program) -> list:
+    """The shape of an ExportedProgram's first user input, without the batch dimension; a dynamic
+    dimension is None."""
+    name = program.graph_signature.user_inputs[0]
+    node = next(n for n in program.graph.nodes if n.op == "placeholder" and n.name == name)
+    return [int(d) if isinstance(d, int) else None for d in node.meta["val"].shape[1:]]
+
+
+class OnnxTeacher:
+    """An ONNX model in onnxruntime: the CUDA provider where there is a GPU, else the CPU."""
+
+    def __init__(self, model: bytes, threads: int = 0):
+        import onnxruntime as ort
+
+        options = ort.SessionOptions()
+        options.log_severity_level = 3  # errors only: its warnings are about graph optimisations
+        if threads:
+            options.intra_op_num_threads = threads
+        available = ort.get_available_providers()
+        providers = [p for p in ("CUDAExecutionProvider", "CPUExecutionProvider") if p in available]
+        self.session = ort.InferenceSession(model, options, providers=providers)
+        inputs = self.session.get_inputs()
+        self.input_name = inputs[0].name
+        self.num_inputs = len(inputs)
+        # Symbolic dimensions (a free batch size, say) come back as strings or None.
+        self.input_shape = [d if isinstance(d, int) else None for d in inputs[0].shape[1:]]
+        self.input_type = inputs[0].type
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        out = self.session.run(None, {self.input_name: np.ascontiguousarray(x, dtype=np.float32)})[0]
+        return np.asarray(out, dtype=np.float32)
+
+
+class CallableTeacher:
+    """A plain Python callable on numpy batches (a simulator, a rule, a remote service client)."""
+
+    def __init__(self, fn):
+        self.fn = fn
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        return np.asarray(self.fn(np.ascontiguousarray(x, dtype=np.float32)), dtype=np.float32)
