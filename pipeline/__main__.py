@@ -94,6 +94,11 @@ def _verify(cfg: Config) -> int:
 
 
 def _run(cfg: Config) -> int:
+    from pipeline.resolve import add_code_dir
+    from pipeline.train.student import check_student_arch
+
+    add_code_dir(cfg.code_dir)
+    check_student_arch(cfg.student)  # a student that names nothing stops the run before hours of labeling
     _teacher(cfg)
     _label(cfg)
     _train(cfg)

@@ -8,13 +8,13 @@ from safetensors.torch import save as save_safetensors
 from pipeline import shards
 from pipeline.evaluate.stage import assign_shards, evaluate_split
 from pipeline.run.rundir import RunPaths
-from pipeline.train.stage import StudentCard, build_student
+from pipeline.train.student import StudentCard, build_student
 
 
 def random_student(manifest):
     torch.manual_seed(0)
-    student = build_student("mlp", 16, 2, manifest.input_shape, manifest.num_classes).eval()
-    card = StudentCard(arch="mlp", width=16, depth=2, input_shape=list(manifest.input_shape),
+    student = build_student("mlp", {"width": 16, "depth": 2}, manifest.input_shape, manifest.num_classes).eval()
+    card = StudentCard(arch="mlp", kwargs={"width": 16, "depth": 2}, input_shape=list(manifest.input_shape),
                        classes=[str(i) for i in range(manifest.num_classes)], params=0,
                        teacher_fingerprint=manifest.teacher_fingerprint, epochs=0, steps=0,
                        train_agreement=None, heldout_agreement=None)

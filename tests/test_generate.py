@@ -3,7 +3,7 @@ import pytest
 
 from pipeline.config import DataConfig
 from pipeline.inputs.images import AUGMENT, MIXUP, NOISE, generate_inputs, shard_seed
-from teachers import load_seed_dataset
+from pipeline.inputs.seeds import load_seed_dataset
 
 
 @pytest.fixture(scope="module")

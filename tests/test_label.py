@@ -9,8 +9,8 @@ from pipeline import shards
 from pipeline.errors import UserError
 from pipeline.label.stage import run_label_stage
 from pipeline.run.rundir import RunPaths
-from pipeline.teach.stage import load_teacher
-from teachers import to_float
+from pipeline.inputs.images import to_float
+from pipeline.teach.load import load_teacher
 
 pytestmark = pytest.mark.usefixtures("ray_local")  # one Ray for the module; stages reuse it
 
@@ -39,7 +39,7 @@ def test_stored_logits_are_the_teachers_logits_on_the_stored_inputs(labeled_run)
     manifest = shards.require_manifest(paths.split("heldout"))
     batch = next(shards.iter_batches(paths.split("heldout"), manifest, 256))
     with torch.no_grad():
-        expected = teacher(to_float(batch["input"].view(-1, *card.input_shape)))
+        expected = torch.from_numpy(teacher(to_float(batch["input"].view(-1, *card.input_shape)).numpy()))
     torch.testing.assert_close(batch["logits"].float(), expected, atol=2e-2, rtol=2e-3)
 
 

@@ -1,4 +1,4 @@
-"""Labeling under faults, each injected deterministically (pipeline/faults.py), through the CLI."""
+"""Labeling under faults, each injected deterministically (pipeline/label/faults.py), through the CLI."""
 
 import dataclasses
 import os
@@ -10,11 +10,13 @@ import torch
 from pipeline.run import rundir
 from pipeline import shards
 from pipeline.inputs.images import generate_inputs, shard_seed
-from pipeline.label.stage import LabelerPool, run_label_stage
+from pipeline.inputs.seeds import load_seed_dataset
+from pipeline.label.pool import LabelerPool
+from pipeline.label.stage import run_label_stage
 from pipeline.run.lock import output_lock
 from pipeline.run.rundir import RunPaths
 from pipeline.teach.stage import run_teacher_stage
-from teachers import TEACHERS, load_seed_dataset, weights_to_bytes
+from teachers import TEACHERS, weights_to_bytes
 from tests.conftest import cli, tiny_config
 
 pytestmark = pytest.mark.usefixtures("ray_local")
@@ -103,7 +105,7 @@ def test_verify_lists_every_bad_or_missing_shard(tmp_path, labeled_run):
 def test_non_finite_teacher_outputs_are_rejected_and_counted(tmp_path):
     """A teacher whose logit 0 overflows float16 on about half of the inputs."""
     cfg = tiny_config(tmp_path / "run")
-    teacher = TEACHERS.build("cnn", input_shape=(1, 8, 8), num_classes=10, width=cfg.teacher.width).eval()
+    teacher = TEACHERS.build("cnn", input_shape=(1, 8, 8), num_outputs=10, width=cfg.teacher.width).eval()
     head = teacher[-1]
     seed = load_seed_dataset("digits").train_images
     inputs, _ = generate_inputs(seed, cfg.data, shard_seed(cfg.data.seed, "train", 0), 256)

@@ -8,7 +8,7 @@ from students import STUDENTS
 
 
 def model(width):
-    return STUDENTS.build("mlp", input_shape=(1, 8, 8), num_classes=10, width=width, depth=2)
+    return STUDENTS.build("mlp", input_shape=(1, 8, 8), num_outputs=10, width=width, depth=2)
 
 
 def test_forward_ms_uses_the_given_threads_and_restores_the_callers(monkeypatch):

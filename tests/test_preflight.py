@@ -11,7 +11,8 @@ import students.losses
 from pipeline.run import rundir
 from pipeline import shards
 from pipeline.train.preflight import PREFLIGHT_ROWS, PreflightError, run_preflight
-from pipeline.train.stage import build_module, run_train_stage
+from pipeline.train.stage import run_train_stage
+from pipeline.train.trainer import build_module
 from students import kl_loss
 
 

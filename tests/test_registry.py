@@ -13,7 +13,7 @@ from teachers.registry import Registry
 @pytest.mark.parametrize("name", TEACHERS.names())
 @pytest.mark.parametrize("shape", [(1, 8, 8), (3, 32, 32)])
 def test_teacher_builds_and_maps_images_to_logits(name, shape):
-    model = TEACHERS.build(name, input_shape=shape, num_classes=7, width=8).eval()
+    model = TEACHERS.build(name, input_shape=shape, num_outputs=7, width=8).eval()
     with torch.no_grad():
         out = model(torch.rand(3, *shape))
     assert out.shape == (3, 7)
@@ -22,7 +22,7 @@ def test_teacher_builds_and_maps_images_to_logits(name, shape):
 
 @pytest.mark.parametrize("name", STUDENTS.names())
 def test_student_builds_trains_and_has_no_dropout(name):
-    model = STUDENTS.build(name, input_shape=(1, 8, 8), num_classes=10, width=16, depth=2)
+    model = STUDENTS.build(name, input_shape=(1, 8, 8), num_outputs=10, width=16, depth=2)
     assert not any(isinstance(m, nn.Dropout) for m in model.modules())
     x = torch.rand(4, 1, 8, 8)
     loss = model(x).square().mean()
@@ -32,16 +32,16 @@ def test_student_builds_trains_and_has_no_dropout(name):
 
 @pytest.mark.parametrize("name", STUDENTS.names())
 def test_student_size_grows_with_width(name):
-    small = STUDENTS.build(name, input_shape=(1, 8, 8), num_classes=10, width=8, depth=2)
-    large = STUDENTS.build(name, input_shape=(1, 8, 8), num_classes=10, width=32, depth=2)
+    small = STUDENTS.build(name, input_shape=(1, 8, 8), num_outputs=10, width=8, depth=2)
+    large = STUDENTS.build(name, input_shape=(1, 8, 8), num_outputs=10, width=32, depth=2)
     assert count_parameters(large) > count_parameters(small)
 
 
 def test_default_student_is_ten_times_smaller_than_default_teacher():
     t = TeacherConfig()
-    teacher = TEACHERS.build(t.arch, input_shape=(1, 8, 8), num_classes=10, width=t.width)
+    teacher = TEACHERS.build(t.arch, input_shape=(1, 8, 8), num_outputs=10, width=t.width)
     s = StudentConfig()
-    student = STUDENTS.build(s.arch, input_shape=(1, 8, 8), num_classes=10, width=s.width, depth=s.depth)
+    student = STUDENTS.build(s.arch, input_shape=(1, 8, 8), num_outputs=10, width=s.width, depth=s.depth)
     assert count_parameters(student) * 10 <= count_parameters(teacher)
 
 

@@ -14,7 +14,9 @@ from pipeline.evaluate.stage import run_eval_stage
 from pipeline.evaluate.render import markdown, write_report
 from pipeline.evaluate.report import Report, terminal_summary
 from pipeline.run.rundir import RunPaths
-from pipeline.teach.stage import load_seed, load_teacher
+from pipeline.inputs.images import decode_numpy
+from pipeline.teach.load import load_teacher
+from pipeline.teach.stage import load_seed
 from teachers import accuracy
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -65,7 +67,8 @@ def test_the_extended_sections_agree_with_each_other(evaluated):
     assert sum(data["reliability"]["test"]["teacher"]["count"]) == data["accuracy"]["test_samples"]
     teacher, _ = load_teacher(RunPaths(cfg.out))
     seed = load_seed(cfg)
-    assert data["accuracy"]["teacher"] == pytest.approx(accuracy(teacher, seed.test_images, seed.test_labels))
+    test_inputs = decode_numpy(seed.test_images, seed.input_shape)
+    assert data["accuracy"]["teacher"] == pytest.approx(accuracy(teacher, test_inputs, seed.test_labels))
 
 
 def test_latency_and_curves_are_in_the_report(evaluated):

@@ -57,7 +57,7 @@ def test_sweep_settings_parse_from_the_command_line_and_are_checked():
 def test_an_unknown_architecture_is_refused_before_any_trial(labeled_run, tmp_path):
     shutil.copytree(labeled_run.out, tmp_path / "run")
     cfg = dataclasses.replace(labeled_run, out=str(tmp_path / "run"), sweep=SweepConfig(arch="transformer"))
-    with pytest.raises(UserError, match="sweep.arch 'transformer' is unknown"):
+    with pytest.raises(UserError, match="sweep.arch 'transformer' is neither one of the built-in architectures"):
         run_sweep(cfg)
     assert not (tmp_path / "run" / "sweep").exists()
 
@@ -80,7 +80,7 @@ def test_a_tiny_sweep_on_ray(labeled_run, ray_local, tmp_path):
     assert names == [f"mlp-w4-d{depth}", f"mlp-w16-d{depth}"]  # sorted by parameters
     assert {d[0] for d in done} == set(names) and sorted(d[1] for d in done) == [1, 2] and {d[2] for d in done} == {2}
     for t, width in zip(sweep["trials"], (4, 16)):
-        model = STUDENTS.build("mlp", input_shape=(1, 8, 8), num_classes=10, width=width, depth=depth)
+        model = STUDENTS.build("mlp", input_shape=(1, 8, 8), num_outputs=10, width=width, depth=depth)
         assert t["params"] == count_parameters(model)
         model.load_state_dict(load_file(f"{cfg.out}/{t['dir']}/student.safetensors"))  # the trial's own weights
         assert t["trained"] and t["epochs"] == cfg.train.max_epochs

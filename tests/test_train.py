@@ -12,6 +12,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from pipeline.inputs.images import ImageDecode
 from pipeline.run.rundir import RunPaths
 from tests.conftest import cli as run_cli
 from pipeline.train.stage import run_train_stage
@@ -33,8 +34,8 @@ def test_kl_loss_is_zero_only_when_the_student_matches():
 def test_student_memorises_one_batch():
     """The module, loss and optimizer together can drive the loss on a fixed batch to near zero."""
     torch.manual_seed(0)
-    student = STUDENTS.build("mlp", input_shape=(1, 8, 8), num_classes=10, width=64, depth=2)
-    module = DistillationModule(student, (1, 8, 8), 10, temperature=2.0)
+    student = STUDENTS.build("mlp", input_shape=(1, 8, 8), num_outputs=10, width=64, depth=2)
+    module = DistillationModule(student, ImageDecode((1, 8, 8)), 10, temperature=2.0)
     batch = {"input": torch.randint(0, 256, (32, 64), dtype=torch.uint8), "logits": (3 * torch.randn(32, 10)).half()}
     optimizer = torch.optim.Adam(student.parameters(), lr=3e-3)
     for _ in range(300):
@@ -49,8 +50,8 @@ def test_student_memorises_one_batch():
 def test_learning_rate_schedules(schedule):
     import lightning as L
 
-    student = STUDENTS.build("mlp", input_shape=(1, 8, 8), num_classes=10, width=8, depth=1)
-    module = DistillationModule(student, (1, 8, 8), 10, lr=1e-2, schedule=schedule, steps_per_epoch=10)
+    student = STUDENTS.build("mlp", input_shape=(1, 8, 8), num_outputs=10, width=8, depth=1)
+    module = DistillationModule(student, ImageDecode((1, 8, 8)), 10, lr=1e-2, schedule=schedule, steps_per_epoch=10)
     module.trainer = L.Trainer(max_epochs=3, logger=False, enable_checkpointing=False, enable_progress_bar=False)
     configured = module.configure_optimizers()
     optimizer = configured["optimizer"] if isinstance(configured, dict) else configured
@@ -74,7 +75,7 @@ def test_train_stage_saves_the_student_and_curves(labeled_run, tmp_path):
     result = run_train_stage(cfg)
     paths = RunPaths(cfg.out)
     state = load_file(paths.student_weights)
-    student = STUDENTS.build(cfg.student.arch, input_shape=(1, 8, 8), num_classes=10, width=cfg.student.width,
+    student = STUDENTS.build(cfg.student.arch, input_shape=(1, 8, 8), num_outputs=10, width=cfg.student.width,
                              depth=cfg.student.depth)
     student.load_state_dict(state)
     assert result.card.epochs == cfg.train.max_epochs
@@ -132,7 +133,7 @@ def test_ddp_with_two_cpu_processes(ddp_run):
     assert card["steps"] == cfg.train.max_epochs * ((rows // 2) // cfg.train.batch_size)
     # The trained weights came back from the ranks: they are not the seeded initial weights.
     torch.manual_seed(cfg.train.seed)
-    initial = STUDENTS.build(cfg.student.arch, input_shape=(1, 8, 8), num_classes=10, width=cfg.student.width,
+    initial = STUDENTS.build(cfg.student.arch, input_shape=(1, 8, 8), num_outputs=10, width=cfg.student.width,
                              depth=cfg.student.depth).state_dict()
     trained = load_file(RunPaths(cfg.out).student_weights)
     assert trained.keys() == initial.keys()

@@ -45,8 +45,8 @@ def markdown(report: Report, figure_captions: dict[str, str] | None = None) -> s
     t, s = report.teacher, report.student
     lines = [
         "# Distillation report", "",
-        f"Teacher `{t.get('arch')}` (fingerprint `{str(t.get('fingerprint'))[:12]}`, dataset {t.get('dataset')}); "
-        f"student `{s.get('arch')}` width {s.get('width')}, depth {s.get('depth')}, trained {s.get('epochs')} epochs.", "",
+        f"Teacher `{t.get('kind', 'torch')} {t.get('arch') or ''}` (fingerprint `{str(t.get('fingerprint'))[:12]}`, dataset {t.get('dataset')}); "
+        f"student `{s.get('arch')}` {s.get('kwargs') or ''}, trained {s.get('epochs')} epochs.", "",
         "## Student–teacher agreement", "", markdown_table(agreement_table(report)), "",
         *[f"- {line}" for line in summary_lines(report)], "",
     ]

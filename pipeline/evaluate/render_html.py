@@ -72,9 +72,13 @@ def _definitions() -> str:
 
 def html_page(report: Report, figs: dict[str, tuple[str, bytes]]) -> str:
     t, s = report.teacher, report.student
-    intro = (f"Teacher <code>{escape(str(t.get('arch')))}</code> ({report.params.get('teacher', 0):,} parameters, "
+    teacher_params = report.params.get("teacher")
+    size = f"{teacher_params:,} parameters, " if teacher_params else ""
+    shape = (f"width {s.get('width')}, depth {s.get('depth')}" if s.get("width") is not None
+             else escape(str(s.get("kwargs") or "")))
+    intro = (f"Teacher <code>{escape(str(t.get('kind', 'torch')))} {escape(str(t.get('arch') or ''))}</code> ({size}"
              f"fingerprint <code>{escape(str(t.get('fingerprint'))[:12])}</code>, dataset {escape(str(t.get('dataset')))}); "
-             f"student <code>{escape(str(s.get('arch')))}</code> width {s.get('width')}, depth {s.get('depth')} "
+             f"student <code>{escape(str(s.get('arch')))}</code> {shape} "
              f"({report.params.get('student', 0):,} parameters), trained {s.get('epochs')} epochs.")
     summary = "".join(f"<li>{escape(line)}</li>" for line in summary_lines(report) if not line.startswith("promotion"))
     parts = [

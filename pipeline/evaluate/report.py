@@ -129,10 +129,15 @@ def summary_lines(report: Report) -> list[str]:
     from pipeline.tasks.metrics import top_confusions  # torchmetrics: imported when a report is shown, not by every CLI command
 
     p, a = report.params, report.accuracy
-    lines = [
-        f"test accuracy: teacher {_fmt(a['teacher'])}, student {_fmt(a['student'])} ({a['test_samples']} real test images)",
-        f"parameters: teacher {p['teacher']:,}, student {p['student']:,} ({_size_ratio(p['teacher'], p['student'])})",
-    ]
+    lines = []
+    if a.get("teacher") is not None:
+        lines.append(f"test accuracy: teacher {_fmt(a['teacher'])}, student {_fmt(a['student'])} "
+                     f"({a['test_samples']} real test inputs)")
+    if p.get("teacher"):
+        lines.append(f"parameters: teacher {p['teacher']:,}, student {p['student']:,} "
+                     f"({_size_ratio(p['teacher'], p['student'])})")
+    else:
+        lines.append(f"parameters: student {p['student']:,} (the teacher has no countable weights)")
     lines += [line for line in [calibration_line(report)] if line]
     lines += latency_lines(report)
     weakest = weakest_classes(report)

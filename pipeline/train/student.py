@@ -16,7 +16,7 @@ from safetensors.torch import save as save_safetensors
 
 from pipeline.config import StudentConfig
 from pipeline.errors import UserError
-from pipeline.resolve import build_module, is_import_path
+from pipeline.resolve import build_module, is_import_path, resolve_factory
 from pipeline.run import rundir, storage
 from students import STUDENTS
 from teachers.weights import load_weights_strictly
@@ -57,6 +57,11 @@ class StudentCard:
 def student_kwargs(s: StudentConfig) -> dict:
     """The factory's keyword args: built-ins take width and depth; your own factory takes kwargs alone."""
     return dict(s.kwargs) if is_import_path(s.arch) else {"width": s.width, "depth": s.depth, **s.kwargs}
+
+
+def check_student_arch(s: StudentConfig) -> None:
+    """Refuse a student.arch that names nothing, before any stage spends time on the run."""
+    resolve_factory(s.arch, STUDENTS, STUDENT_ARCH)
 
 
 def build_student(arch: str, kwargs: dict, input_shape, num_outputs: int) -> torch.nn.Module:
