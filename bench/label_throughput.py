@@ -27,14 +27,16 @@ import torch
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 
-from pipeline.run import rundir  # noqa: E402
-from pipeline import shards
+from pipeline import shards  # noqa: E402
 from pipeline.config import Config, DataConfig, LabelConfig, TeacherConfig  # noqa: E402
+from pipeline.inputs import images, space  # noqa: E402
 from pipeline.inputs.images import generate_inputs, shard_seed  # noqa: E402
+from pipeline.inputs.seeds import BUILT_IN, SeedData  # noqa: E402
 from pipeline.label.stage import run_label_stage  # noqa: E402
-from pipeline.teach.stage import load_seed, load_teacher, run_teacher_stage  # noqa: E402
-from teachers import TEACHERS, SeedData, count_parameters, to_float, weights_to_bytes  # noqa: E402
-from pipeline.inputs.seeds import DATASETS  # noqa: E402
+from pipeline.run import rundir  # noqa: E402
+from pipeline.teach.load import load_teacher  # noqa: E402
+from pipeline.teach.stage import load_seed, run_teacher_stage  # noqa: E402
+from teachers import TEACHERS, count_parameters, weights_to_bytes  # noqa: E402
 
 TEACHERS_UNDER_TEST = {
     # name: (arch, width, seed dataset, input shape)
@@ -52,7 +54,7 @@ def register_random_rgb32(classes: int) -> None:
         labels = rng.integers(0, classes, 2000)
         return SeedData(images[:1600], labels[:1600], images[1600:], labels[1600:], [str(i) for i in range(classes)])
 
-    DATASETS["bench-rgb32"] = load
+    BUILT_IN["bench-rgb32"] = load
 
 
 class PeakRSS:
@@ -89,8 +91,10 @@ class PeakRSS:
 
 
 def ceiling(cfg: Config, paths: rundir.RunPaths, seed_images: np.ndarray, samples: int) -> float:
-    """The teacher's forward pass alone, all cores, on generated inputs, in label.batch_size batches."""
-    teacher, _ = load_teacher(paths)
+    """The teacher's forward pass alone, all cores, on generated inputs, in label.batch_size batches
+    (decoded and called as a labeling actor calls it)."""
+    teacher, card = load_teacher(paths)
+    decode = space.numpy_decoder(images.NAME, card.input_shape)
     torch.set_num_threads(os.cpu_count() or 1)
     per_shard = cfg.data.samples_per_shard
     count = min(samples, 4 * per_shard)
@@ -100,10 +104,10 @@ def ceiling(cfg: Config, paths: rundir.RunPaths, seed_images: np.ndarray, sample
     ])[:count]
     batch = cfg.label.batch_size
     with torch.inference_mode():
-        teacher(to_float(torch.tensor(inputs[:batch])))  # warm-up
+        teacher(decode(inputs[:batch]))  # warm-up
         start = time.perf_counter()
         for lo in range(0, len(inputs), batch):
-            teacher(to_float(torch.tensor(inputs[lo : lo + batch])))
+            teacher(decode(inputs[lo : lo + batch]))
         return len(inputs) / (time.perf_counter() - start)
 
 
@@ -123,7 +127,7 @@ def main() -> None:
     out = args.out or tempfile.mkdtemp(prefix="label-bench-")
     # A randomly initialised teacher, imported as a user's checkpoint: speed does not depend on training.
     classes = 10 if dataset == "digits" else args.classes
-    model = TEACHERS.build(arch, input_shape=shape, num_classes=classes, width=width)
+    model = TEACHERS.build(arch, input_shape=shape, num_outputs=classes, width=width)
     checkpoint = os.path.join(out, "bench-teacher.safetensors")
     os.makedirs(out, exist_ok=True)
     with open(checkpoint, "wb") as f:

@@ -4,7 +4,7 @@
     python bench/train_throughput.py --out DIR       # reuses DIR's shards, or labels into DIR once
 
 The default student at the default batch size trains through the stage's own Trainer
-(pipeline.train.make_trainer) and DistillationModule, fed two ways:
+(pipeline.train.trainer.make_trainer) and DistillationModule, fed two ways:
   (a) memory: every row decoded into tensors beforehand; each epoch one shuffle, batches are views
       (the ceiling: no reading, no decoding);
   (b) shards: the Parquet shards through ShardStream and ResumableLoader, as the train stage reads them.
@@ -29,11 +29,11 @@ import torch
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 
-from pipeline.run import rundir  # noqa: E402
-from pipeline import shards
+from pipeline import shards  # noqa: E402
 from pipeline.config import Config, DataConfig, LabelConfig, TeacherConfig, TrainConfig  # noqa: E402
-from pipeline.train.stage import build_module, loader_workers, make_trainer  # noqa: E402
+from pipeline.run import rundir  # noqa: E402
 from pipeline.train.data import ShardDataModule  # noqa: E402
+from pipeline.train.trainer import build_module, loader_workers, make_trainer  # noqa: E402
 
 
 class EpochTimer(L.Callback):

@@ -43,7 +43,9 @@ def _label(cfg: Config) -> None:
 
     for split, s in run_label_stage(cfg).splits.items():
         print(f"{split}: {s.rows:,} rows in {s.shards} shards ({s.written} written, {s.skipped} already there, "
-              f"{s.rejected} rows rejected for non-finite logits) in {s.split_dir}")
+              f"{s.rejected} rows rejected for non-finite or failed teacher outputs) in {s.split_dir}")
+        if s.first_error:
+            print(f"  first teacher failure in {split}: {s.first_error}")
 
 
 def _train(cfg: Config) -> None:
@@ -125,9 +127,12 @@ def build_parser() -> ArgumentParser:
         sub = ArgumentParser(description=help_text, exit_on_error=False)
         if name in ("eval", "verify", "sweep"):
             sub.add_argument("dir", nargs="?", default=None, help="Output directory of the run (same as --out).")
-        if name == "eval":
+        if name in ("eval", "run"):
             sub.add_argument("--min-agreement", type=Optional[float], default=None,
                              help="Exit with code 3 if held-out top-1 agreement is below this (eval.min_agreement).")
+            sub.add_argument("--max-rel-error", type=Optional[float], default=None,
+                             help="Regression: exit with code 3 if the held-out relative L2 error at "
+                                  "eval.rel_error_quantile (default p95) is above this (eval.max_rel_error).")
         if name in ("run", "train"):
             sub.add_argument("--devices", type=Optional[int], default=None,
                              help="DDP processes for the train stage (train.devices).")
@@ -147,6 +152,8 @@ def _to_config(parser: ArgumentParser, ns) -> Config:
         cfg.out = stage_ns.dir
     if getattr(stage_ns, "min_agreement", None) is not None:
         cfg.eval = dataclasses.replace(cfg.eval, min_agreement=stage_ns.min_agreement)
+    if getattr(stage_ns, "max_rel_error", None) is not None:
+        cfg.eval = dataclasses.replace(cfg.eval, max_rel_error=stage_ns.max_rel_error)
     if getattr(stage_ns, "devices", None) is not None:
         cfg.train = dataclasses.replace(cfg.train, devices=stage_ns.devices)
     if getattr(stage_ns, "resume", False):

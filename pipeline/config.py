@@ -91,10 +91,38 @@ class TeacherConfig:
 
 
 @dataclass
+class ParameterConfig:
+    """One parameter of a vector input space: its name and range."""
+
+    name: str
+    low: float
+    high: float
+    log: bool = False
+    """Sample (and scale for the student) on a log scale: for ranges over orders of magnitude."""
+
+
+SPACES = ("images", "vectors")
+SAMPLERS = ("sobol", "lhs", "grid")
+
+
+@dataclass
 class DataConfig:
-    """What the generator makes: augmented views of the seed training images plus synthetic inputs.
+    """What the generator makes. Images (the default): augmented views of the seed training images
+    plus synthetic inputs. Vectors: points of the box of `parameters` (a simulator's inputs).
 
     Each shard's inputs are a pure function of (these fields, seed, shard index)."""
+
+    space: str = "images"
+    """images, or vectors (points of the box `parameters`)."""
+    parameters: list[ParameterConfig] = field(default_factory=list)
+    """Vectors: the named parameters, in the order the teacher takes them, e.g.
+    [{name: nu, low: 0.05, high: 0.3, log: true}, ...]."""
+    sampler: str = "sobol"
+    """Vectors: sobol (scrambled, the default), lhs (Latin hypercube) or grid (every point of a grid of
+    grid_points per parameter, for spaces small enough to enumerate). Held-out shards are always Sobol
+    points from heldout_seed, so they fall between grid points."""
+    grid_points: int = 0
+    """Vectors with sampler grid: values per parameter (the grid has grid_points ** D points)."""
 
     shards: int = 24
     """Training shards (one Ray task each)."""
@@ -124,6 +152,21 @@ class DataConfig:
     """Std of Gaussian pixel noise, as a fraction of full intensity."""
 
     def __post_init__(self) -> None:
+        _check(self.space in SPACES, f"data.space must be one of {', '.join(SPACES)}, got {self.space!r}.")
+        _check(self.sampler in SAMPLERS, f"data.sampler must be one of {', '.join(SAMPLERS)}, got {self.sampler!r}.")
+        if self.space == "vectors":
+            _check(len(self.parameters) >= 1, "data.space vectors needs data.parameters: a list of {name, low, high}.")
+            names = [p.name for p in self.parameters]
+            _check(len(set(names)) == len(names), f"data.parameters names must differ, got {names}.")
+            for p in self.parameters:
+                _check(p.low < p.high, f"data.parameters {p.name}: low must be below high, got low {p.low} and high {p.high}.")
+                _check(not p.log or p.low > 0, f"data.parameters {p.name}: a log-scale range must be positive, got low {p.low}.")
+            if self.sampler == "grid":
+                _check(self.grid_points >= 2, f"data.grid_points must be at least 2 for sampler grid, got {self.grid_points}.")
+                size = self.grid_points ** len(self.parameters)
+                _check(self.shards * self.samples_per_shard >= size,
+                       f"data.shards x data.samples_per_shard ({self.shards * self.samples_per_shard}) must cover the "
+                       f"grid's {size} points.")
         for key in ("shards", "samples_per_shard", "row_group_size"):
             _check(getattr(self, key) >= 1, f"data.{key} must be at least 1, got {getattr(self, key)}.")
         _check(self.heldout_shards >= 0, f"data.heldout_shards must be at least 0, got {self.heldout_shards}.")
@@ -152,6 +195,11 @@ class LabelConfig:
     """Store only the k largest logits per input (float16 values + class indices) instead of all of
     them: for teachers with many classes, where full logits dominate the bytes on disk. Training
     then learns the teacher's distribution renormalised over its top k (KL loss only)."""
+    timeout_s: Optional[float] = None
+    """Longest a teacher may take on one batch, seconds; a batch that takes longer has its rows
+    rejected (counted, the first error reported) and labeling goes on. None: no limit."""
+    cpus_per_actor: float = field(default=1.0, metadata=EXECUTION_ONLY)
+    """CPUs each teacher actor asks Ray for (a simulator that runs several threads or processes per call)."""
     bf16_on_gpu: bool = True
     """On a GPU, run the teacher under bf16 autocast (about twice the throughput of fp32; logits
     are stored as float16 either way). Turn off for a teacher that is unstable in bf16."""
@@ -201,8 +249,10 @@ class TrainConfig:
     Above 1 the student spends capacity on the teacher's small logits; at 1 the loss weighs classes
     as top-1 agreement does. The default run reaches train agreement 0.9954; 0.9922 with
     `--train.temperature 2 --train.lr 3e-3`."""
-    loss: Literal["kl", "mse"] = "kl"
-    """kl: KL(teacher || student) at the temperature; mse: squared error on raw logits."""
+    loss: Literal["auto", "kl", "mse", "relative"] = "auto"
+    """auto: kl for classification, mse for regression. kl: KL(teacher || student) at the temperature;
+    mse: squared error (on raw logits; for regression on standardised targets); relative (regression):
+    squared error relative to the squared norm of the teacher's output."""
     patience: int = 10
     """Epochs without a rise of at least min_delta in training agreement before training stops.
     Generous, because under the one-cycle schedule agreement stalls at the peak learning rate and
@@ -257,7 +307,12 @@ class EvalConfig:
 
     batch_size: int = field(default=4096, metadata=EXECUTION_ONLY)
     min_agreement: Optional[float] = field(default=None, metadata=EXECUTION_ONLY)
-    """Promotion gate: exit with code 3 if held-out top-1 agreement is below this."""
+    """Promotion gate (classification): exit with code 3 if held-out top-1 agreement is below this."""
+    max_rel_error: Optional[float] = field(default=None, metadata=EXECUTION_ONLY)
+    """Promotion gate (regression): exit with code 3 if the held-out relative L2 error at
+    rel_error_quantile is above this."""
+    rel_error_quantile: Literal["median", "p95", "p99", "max"] = field(default="p95", metadata=EXECUTION_ONLY)
+    """Which held-out relative-error figure the regression gate reads."""
     workers: int = field(default=1, metadata=EXECUTION_ONLY)
     """Parallel evaluators of the shard splits. 1: this process alone (no Ray needed, as in the gate's
     pod). More: the shards are dealt whole to that many Ray tasks, whose metric states are merged."""
@@ -274,6 +329,7 @@ class EvalConfig:
     def __post_init__(self) -> None:
         _check(self.batch_size >= 1, f"eval.batch_size must be at least 1, got {self.batch_size}.")
         _check(self.min_agreement is None or 0 <= self.min_agreement <= 1, f"eval.min_agreement must be in [0, 1], got {self.min_agreement}.")
+        _check(self.max_rel_error is None or self.max_rel_error >= 0, f"eval.max_rel_error must not be negative, got {self.max_rel_error}.")
         for key in ("workers", "calibration_bins", "latency_threads"):
             _check(getattr(self, key) >= 1, f"eval.{key} must be at least 1, got {getattr(self, key)}.")
         _check(self.latency_seconds > 0, f"eval.latency_seconds must be positive, got {self.latency_seconds}.")
@@ -307,6 +363,26 @@ class SweepConfig:
         _check(self.gpus_per_trial >= 0, f"sweep.gpus_per_trial must not be negative, got {self.gpus_per_trial}.")
 
 
+TASKS = ("classification", "regression")
+
+
+@dataclass
+class TaskConfig:
+    """What a target is and how closeness is measured."""
+
+    kind: str = "classification"
+    """classification: targets are a classifier's logits (float16), scored by agreement and KL.
+    regression: targets are float32 vectors (a simulator's outputs), standardised per output for
+    training and scored by relative error."""
+    tolerance: float = 0.01
+    """Regression: a sample agrees when its relative L2 error is at most this (the training
+    `agreement` and the report's fraction within tolerance)."""
+
+    def __post_init__(self) -> None:
+        _check(self.kind in TASKS, f"task.kind must be one of {', '.join(TASKS)}, got {self.kind!r}.")
+        _check(self.tolerance > 0, f"task.tolerance must be positive, got {self.tolerance}.")
+
+
 @dataclass
 class Config:
     """A whole run. `out` holds every stage's output; each stage reads the one before from it."""
@@ -319,6 +395,7 @@ class Config:
     PYTHONPATH (of every node) needs nothing."""
     address: Optional[str] = field(default=None, metadata=EXECUTION_ONLY)
     """Ray cluster to join ('auto', 'ray://host:10001', ...). None: RAY_ADDRESS, else an embedded local Ray."""
+    task: TaskConfig = field(default_factory=TaskConfig)
     teacher: TeacherConfig = field(default_factory=TeacherConfig)
     data: DataConfig = field(default_factory=DataConfig)
     label: LabelConfig = field(default_factory=LabelConfig)
@@ -329,8 +406,24 @@ class Config:
     """Left out of the run's fingerprint whole: sweeping a finished run never makes it a different run."""
 
     def __post_init__(self) -> None:
-        _check(self.label.top_k is None or self.train.loss == "kl",
-               "train.loss mse needs every logit, but label.top_k stores only the top k: use train.loss kl.")
+        regression = self.task.kind == "regression"
+        _check(self.label.top_k is None or self.train.loss in ("kl", "auto"),
+               f"train.loss {self.train.loss} needs every logit, but label.top_k stores only the top k: use train.loss kl.")
+        _check(not regression or self.train.loss in ("auto", "mse", "relative"),
+               f"train.loss {self.train.loss} is for classification; task.kind regression takes mse or relative.")
+        _check(regression or self.train.loss != "relative",
+               "train.loss relative is for task.kind regression; classification takes kl or mse.")
+        _check(not regression or self.label.top_k is None, "label.top_k is for classification logits, not regression.")
+        _check(self.data.space != "vectors" or self.teacher.kind != "auto" or self.teacher.checkpoint is not None,
+               "data.space vectors has no seed data to train a teacher on: give teacher.kind callable (a simulator) "
+               "or teacher.checkpoint.")
+
+    @property
+    def loss(self) -> str:
+        """train.loss with auto resolved for the task."""
+        if self.train.loss != "auto":
+            return self.train.loss
+        return "mse" if self.task.kind == "regression" else "kl"
 
 
 def result_fields(obj: Any) -> dict:
@@ -340,6 +433,8 @@ def result_fields(obj: Any) -> dict:
         if f.metadata.get("execution_only"):
             continue
         value = getattr(obj, f.name)
+        if isinstance(value, list):
+            value = [result_fields(v) if dataclasses.is_dataclass(v) else v for v in value]
         out[f.name] = result_fields(value) if dataclasses.is_dataclass(value) else value
     return out
 

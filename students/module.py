@@ -17,7 +17,8 @@ import torch.nn as nn
 from torchmetrics import MeanMetric, Metric
 from torchmetrics.classification import MulticlassAccuracy
 
-from students.losses import LOSSES
+from students.losses import LOSSES, REGRESSION_LOSSES, relative_error
+from students.scale import OutputScale
 
 SCHEDULES = ("onecycle", "cosine", "constant")
 
@@ -25,38 +26,56 @@ SCHEDULES = ("onecycle", "cosine", "constant")
 class DistillationModule(L.LightningModule):
     def __init__(self, student: nn.Module, decode: nn.Module, num_classes: int, lr: float = 5e-3,
                  temperature: float = 1.0, loss: str = "kl", schedule: str = "onecycle",
-                 steps_per_epoch: int | None = None):
+                 steps_per_epoch: int | None = None, target_scale: OutputScale | None = None,
+                 tolerance: float = 0.01):
         """`steps_per_epoch` sizes the schedule; None asks the trainer (which means reading the data
-        once more before training starts)."""
+        once more before training starts).
+
+        With `target_scale` the targets are regression values (batch "targets", float32, physical
+        units): the student predicts them standardised by it, `loss` is mse (on standardised values)
+        or relative, and a row agrees when its relative L2 error is at most `tolerance`. Without,
+        they are a classifier's logits (batch "logits") and a row agrees when the top classes match."""
         super().__init__()
-        if loss not in LOSSES:
-            raise ValueError(f"unknown loss {loss!r}; expected one of: {', '.join(LOSSES)}")
+        self.regression = target_scale is not None
+        losses = REGRESSION_LOSSES if self.regression else LOSSES
+        if loss not in losses:
+            raise ValueError(f"unknown loss {loss!r}; expected one of: {', '.join(losses)}")
         if schedule not in SCHEDULES:
             raise ValueError(f"unknown schedule {schedule!r}; expected one of: {', '.join(SCHEDULES)}")
         self.student = student
         self.decode = decode
         self.lr, self.temperature, self.schedule = lr, temperature, schedule
         self.steps_per_epoch = steps_per_epoch
-        self.loss_fn = LOSSES[loss]
-        self.save_hyperparameters(ignore=["student", "decode"])
-        # validate_args=False: the per-step input checks cost more than the update itself.
-        self.train_agreement = MulticlassAccuracy(num_classes, top_k=1, average="micro", validate_args=False)
-        self.val_agreement = MulticlassAccuracy(num_classes, top_k=1, average="micro", validate_args=False)
+        self.loss_fn = losses[loss]
+        self.target_scale, self.tolerance = target_scale, tolerance
+        self.save_hyperparameters(ignore=["student", "decode", "target_scale"])
+        if self.regression:  # the share of rows within tolerance
+            self.train_agreement, self.val_agreement = MeanMetric(), MeanMetric()
+        else:  # validate_args=False: the per-step input checks cost more than the update itself.
+            self.train_agreement = MulticlassAccuracy(num_classes, top_k=1, average="micro", validate_args=False)
+            self.val_agreement = MulticlassAccuracy(num_classes, top_k=1, average="micro", validate_args=False)
         self.train_loss = MeanMetric()  # epoch mean, synced across ranks once per epoch, not per step
         self._restored_epoch_metrics: dict | None = None
 
     def forward(self, inputs: torch.Tensor) -> torch.Tensor:
         return self.student(self.decode(inputs))
 
-    def _shared_step(self, batch: dict) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def _shared_step(self, batch: dict) -> tuple[torch.Tensor, tuple]:
+        """The loss, and what the agreement metric is updated with."""
         student = self(batch["input"])
+        if self.regression:
+            target = batch["targets"].float()
+            loss = self.loss_fn(student, target, self.target_scale)
+            with torch.no_grad():
+                agree = (relative_error(self.target_scale(student.detach()), target) <= self.tolerance).float()
+            return loss, (agree,)
         teacher = batch["logits"].float()
-        return self.loss_fn(student, teacher, self.temperature), student, teacher.argmax(1)
+        return self.loss_fn(student, teacher, self.temperature), (student, teacher.argmax(1))
 
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
-        loss, student, target = self._shared_step(batch)
-        self.train_agreement(student, target)
-        self.train_loss.update(loss.detach(), weight=len(target))
+        loss, agreement_args = self._shared_step(batch)
+        self.train_agreement.update(*agreement_args)
+        self.train_loss.update(loss.detach(), weight=len(batch["input"]))
         self.log("train/loss_step", loss, on_step=True, on_epoch=False, prog_bar=True)
         self.log("train/loss", self.train_loss, on_step=False, on_epoch=True)
         self.log("train/agreement", self.train_agreement, on_step=False, on_epoch=True, prog_bar=True)
@@ -68,8 +87,8 @@ class DistillationModule(L.LightningModule):
         self.log("progress/steps", float(self.global_step), rank_zero_only=True)
 
     def validation_step(self, batch: dict, batch_idx: int) -> None:
-        loss, student, target = self._shared_step(batch)
-        self.val_agreement(student, target)
+        loss, agreement_args = self._shared_step(batch)
+        self.val_agreement.update(*agreement_args)
         self.log("val/loss", loss, on_epoch=True, sync_dist=True)
         self.log("val/agreement", self.val_agreement, on_epoch=True, prog_bar=True)
 

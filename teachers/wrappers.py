@@ -77,4 +77,7 @@ class CallableTeacher:
         self.fn = fn
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
-        return np.asarray(self.fn(np.ascontiguousarray(x, dtype=np.float32)), dtype=np.float32)
+        out = np.asarray(self.fn(np.ascontiguousarray(x, dtype=np.float32)), dtype=np.float32)
+        if out.ndim > 2 and len(out) == len(x):
+            out = out.reshape(len(x), -1)  # a field per sample ([B, H, W], ...) is a vector of outputs
+        return out

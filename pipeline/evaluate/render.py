@@ -6,9 +6,11 @@ as the sweep does when it adds its results.
 
 from __future__ import annotations
 
-from pipeline.evaluate import plots
+from pipeline.evaluate import plots, regression_plots
 from pipeline.evaluate.render_html import html_page
-from pipeline.evaluate.report import Report, agreement_table, markdown_table, summary_lines, sweep_table
+from pipeline.evaluate.report import (
+    Report, agreement_table, markdown_table, regression_lines, regression_table, summary_lines, sweep_table,
+)
 from pipeline.run import storage
 from pipeline.run.rundir import RunPaths
 
@@ -20,8 +22,11 @@ def figures(report: Report) -> dict[str, tuple[str, bytes]]:
     """name -> (caption, PNG bytes) for every figure the report's data allows."""
     out: dict[str, tuple[str, bytes]] = {}
     if report.curves.get("epoch"):
-        out["curves"] = ("Training curves: distillation loss and top-1 agreement per epoch.",
+        what = "share within tolerance" if report.task == "regression" else "top-1 agreement"
+        out["curves"] = (f"Training curves: distillation loss and {what} per epoch.",
                          plots.training_curves(report.curves))
+    if report.task == "regression":
+        return out | regression_plots.figures(report)
     if any(report.per_class_agreement.values()) and report.classes:
         out["per_class"] = ("Top-1 agreement within each of the teacher's classes.",
                             plots.per_class_agreement(report.per_class_agreement, report.classes))
@@ -43,6 +48,15 @@ def figures(report: Report) -> dict[str, tuple[str, bytes]]:
 
 def markdown(report: Report, figure_captions: dict[str, str] | None = None) -> str:
     t, s = report.teacher, report.student
+    if report.task == "regression":
+        lines = ["# Surrogate report", "",
+                 f"Simulator `{t.get('arch')}` (version {t.get('version')}, fingerprint `{str(t.get('fingerprint'))[:12]}`); "
+                 f"student `{s.get('arch')}` {s.get('kwargs') or ''}, trained {s.get('epochs')} epochs.", "",
+                 "## Relative error", "", markdown_table(regression_table(report)), "",
+                 *[f"- {line}" for line in regression_lines(report)], ""]
+        for name, caption in (figure_captions or {}).items():
+            lines += [f"![{caption}]({PLOTS_DIR}/{name}.png)", ""]
+        return "\n".join(lines)
     lines = [
         "# Distillation report", "",
         f"Teacher `{t.get('kind', 'torch')} {t.get('arch') or ''}` (fingerprint `{str(t.get('fingerprint'))[:12]}`, dataset {t.get('dataset')}); "

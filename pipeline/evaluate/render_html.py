@@ -7,7 +7,9 @@ import base64
 from html import escape
 
 from pipeline.tasks.metrics import METRICS, top_confusions
-from pipeline.evaluate.report import Report, agreement_table, latency_lines, summary_lines, sweep_table
+from pipeline.evaluate.report import (
+    Report, agreement_table, gate_line, latency_lines, regression_lines, regression_table, summary_lines, sweep_table,
+)
 
 STYLE = """
 body { font-family: system-ui, sans-serif; max-width: 1100px; margin: 2em auto; padding: 0 1em; color: #222; }
@@ -39,6 +41,8 @@ def _gate(report: Report) -> str:
     if report.gate_passed is None:
         return '<p class="muted">No promotion gate set (<code>--min-agreement</code>).</p>'
     cls, word = ("passed", "PASSED") if report.gate_passed else ("failed", "FAILED")
+    if report.task == "regression":
+        return f'<p><span class="gate {cls}">Promotion gate {word}</span> {escape(gate_line(report) or "")}</p>'
     top1 = report.agreement.get("heldout", {}).get("top1")
     measured = "no held-out shards" if top1 is None else f"held-out top-1 agreement {top1:.4f}"
     return (f'<p><span class="gate {cls}">Promotion gate {word}</span> {escape(measured)} '
@@ -70,7 +74,27 @@ def _definitions() -> str:
     return f'<h2>Definitions</h2><ul class="muted">{items}</ul>'
 
 
+def regression_page(report: Report, figs: dict[str, tuple[str, bytes]]) -> str:
+    t, s = report.teacher, report.student
+    intro = (f"Simulator <code>{escape(str(t.get('arch')))}</code> (version {escape(str(t.get('version')))}, "
+             f"fingerprint <code>{escape(str(t.get('fingerprint'))[:12])}</code>); student "
+             f"<code>{escape(str(s.get('arch')))}</code> {escape(str(s.get('kwargs') or ''))} "
+             f"({report.params.get('student', 0):,} parameters), trained {s.get('epochs')} epochs.")
+    lines = "".join(f"<li>{escape(line)}</li>" for line in regression_lines(report) if not line.startswith("promotion"))
+    parts = [
+        "<!doctype html><html><head><meta charset='utf-8'><title>Surrogate report</title>",
+        f"<style>{STYLE}</style></head><body>",
+        "<h1>Surrogate report</h1>", f"<p>{intro}</p>", _gate(report),
+        "<h2>Relative error</h2>", _table(regression_table(report)), f"<ul>{lines}</ul>",
+        *[_figure(caption, png) for caption, png in figs.values()],
+        "</body></html>",
+    ]
+    return "\n".join(p for p in parts if p)
+
+
 def html_page(report: Report, figs: dict[str, tuple[str, bytes]]) -> str:
+    if report.task == "regression":
+        return regression_page(report, figs)
     t, s = report.teacher, report.student
     teacher_params = report.params.get("teacher")
     size = f"{teacher_params:,} parameters, " if teacher_params else ""

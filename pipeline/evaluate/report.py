@@ -42,25 +42,50 @@ class Report:
     latency: dict | None = None  # {"teacher": {"batch1_ms", "batch256_ms"}, "student": {...}, "speedup": {...}}
     curves: dict = field(default_factory=dict)  # {"epoch": [...], "train/loss": [...], ...}
     sweep: dict | None = None  # the capacity sweep (sweep.json), when one was run
+    task: str = "classification"
+    # Regression (a simulator's surrogate): split -> {"rel_l2": {median, p95, p99, max, mean}, "max_abs",
+    # "r2", "r2_mean", "within_tolerance", "samples"}; and the figures' data under "details".
+    regression: dict | None = None
+    speed: dict | None = None  # regression: {"teacher": samples/s while labeling, "student": CPU samples/s}
+    speedup: dict | None = None  # regression: {"batch1", "batch1024"}: student samples/s over the simulator's
+    first_errors: dict = field(default_factory=dict)  # split -> the teacher's first failure on a batch
+    max_rel_error: float | None = None
+    rel_error_quantile: str = "p95"
+
+    @property
+    def gate_value(self) -> float | None:
+        """What the gate reads: held-out top-1 agreement, or a held-out relative-error quantile."""
+        if self.task == "regression":
+            return ((self.regression or {}).get("heldout", {}).get("rel_l2") or {}).get(self.rel_error_quantile)
+        return self.agreement.get("heldout", {}).get("top1")
 
     @property
     def gate_passed(self) -> bool | None:
-        """None without a gate; else whether held-out top-1 agreement reaches min_agreement."""
-        if self.min_agreement is None:
+        """None without a gate; else whether held-out top-1 agreement reaches min_agreement, or (regression)
+        the held-out relative error at rel_error_quantile stays within max_rel_error."""
+        bar = self.max_rel_error if self.task == "regression" else self.min_agreement
+        if bar is None:
             return None
-        top1 = self.agreement.get("heldout", {}).get("top1")
-        return top1 is not None and top1 >= self.min_agreement
+        value = self.gate_value
+        if value is None:
+            return False
+        return value <= bar if self.task == "regression" else value >= bar
 
     def to_dict(self) -> dict:
         data = asdict(self)
-        data["gate"] = {"min_agreement": self.min_agreement, "passed": self.gate_passed}
-        del data["min_agreement"]
+        data["gate"] = {"min_agreement": self.min_agreement, "max_rel_error": self.max_rel_error,
+                        "rel_error_quantile": self.rel_error_quantile, "passed": self.gate_passed}
+        for key in ("min_agreement", "max_rel_error", "rel_error_quantile"):
+            del data[key]
         return data
 
     @classmethod
     def from_dict(cls, data: dict) -> "Report":
         data = dict(data)
-        data["min_agreement"] = (data.pop("gate", None) or {}).get("min_agreement")
+        gate = data.pop("gate", None) or {}
+        data["min_agreement"] = gate.get("min_agreement")
+        data["max_rel_error"] = gate.get("max_rel_error")
+        data["rel_error_quantile"] = gate.get("rel_error_quantile") or "p95"
         for name in PER_SPLIT:
             if isinstance(data.get(name), dict):
                 data[name] = _in_split_order(data[name])
@@ -117,6 +142,12 @@ def weakest_classes(report: Report, split: str = "heldout", limit: int = 3) -> l
 def gate_line(report: Report) -> str | None:
     if report.gate_passed is None:
         return None
+    if report.task == "regression":
+        q, value = report.rel_error_quantile, report.gate_value
+        if value is None:
+            return f"promotion gate: held-out relative L2 error {q} <= {report.max_rel_error}: FAILED (no held-out shards)"
+        verdict = "passed" if report.gate_passed else "FAILED"
+        return f"promotion gate: held-out relative L2 error {q} {value:.3g} <= {report.max_rel_error}: {verdict}"
     top1 = report.agreement.get("heldout", {}).get("top1")
     if top1 is None:
         return (f"promotion gate: held-out top-1 agreement >= {report.min_agreement}: FAILED "
@@ -174,7 +205,42 @@ def markdown_table(rows: list[list[str]]) -> str:
     return "\n".join(lines + ["| " + " | ".join(r) + " |" for r in rows[1:]])
 
 
+def regression_table(report: Report) -> list[list[str]]:
+    rows = [["split", "samples", "rel. L2 median", "p95", "p99", "max", "max |error|", "R² (mean)",
+             f"within {report.regression.get('tolerance', '')}"]]
+    for split, m in report.regression.items():
+        if not isinstance(m, dict) or "rel_l2" not in m:
+            continue
+        r = m["rel_l2"] or {}
+        rows.append([split, f"{m['samples']:,}", *(_sci(r.get(q)) for q in ("median", "p95", "p99", "max")),
+                     _sci(m.get("max_abs")), _fmt(m.get("r2_mean"), 5), _fmt(m.get("within_tolerance"))])
+    return rows
+
+
+def _sci(value) -> str:
+    return "–" if value is None else f"{value:.3e}"
+
+
+def regression_lines(report: Report) -> list[str]:
+    lines = []
+    speed, x = report.speed or {}, report.speedup or {}
+    t, s = speed.get("teacher") or {}, speed.get("student") or {}
+    if t.get("samples_per_s") and s:
+        lines.append(f"speed: simulator {t['samples_per_s']:,.0f} samples/s while labeling (all actors; "
+                     f"{t.get('samples_per_s_per_actor') or 0:,.0f} per actor), student "
+                     f"{s['samples_per_s_batch1024']:,.0f} samples/s at batch 1024 ({s['threads_batch1024']} threads, "
+                     f"{x['batch1024']:,.0f}x faster) and {s['samples_per_s_batch1']:,.0f} at batch 1 (1 thread)")
+    lines.append(f"parameters: student {report.params.get('student', 0):,}")
+    for split, message in (report.first_errors or {}).items():
+        if message:
+            lines.append(f"{report.rejected_rows.get(split, 0)} {split} rows rejected; the simulator's first failure: {message}")
+    lines += [line for line in [gate_line(report)] if line]
+    return lines
+
+
 def terminal_summary(report: Report) -> str:
+    if report.task == "regression":
+        return "\n".join([text_table(regression_table(report)), "", *regression_lines(report)])
     return "\n".join([text_table(agreement_table(report)), "", *summary_lines(report)])
 
 

@@ -38,6 +38,9 @@ from pipeline.resolve import add_code_dir
 from pipeline.teach.load import load_teacher
 from pipeline.teach.stage import load_seed
 from pipeline.train.student import StudentCard, load_student_dir, student_from
+from pipeline.evaluate import regression
+from pipeline.tasks.regression import RegressionMetrics
+from pipeline.tasks.task import REGRESSION
 from teachers import count_parameters
 
 AGREEMENT_KINDS = ("top1", "top5", "kl", "js")
@@ -49,36 +52,48 @@ def assign_shards(manifest: shards.Manifest, part: int, parts: int) -> list[int]
     return sorted(manifest.shards)[part::parts]
 
 
+def new_metrics(manifest: shards.Manifest, bins: int, tolerance: float) -> SplitMetrics | RegressionMetrics:
+    """Empty metric states of the manifest's task."""
+    if manifest.task == REGRESSION:
+        return RegressionMetrics(manifest.num_classes, tolerance)
+    return SplitMetrics(manifest.num_classes, bins)
+
+
 @torch.inference_mode()
 def evaluate_shards(student: torch.nn.Module, split_dir: str, manifest: shards.Manifest, indices: list[int],
-                    batch_size: int, bins: int) -> SplitMetrics:
+                    batch_size: int, bins: int, tolerance: float = 0.01) -> SplitMetrics | RegressionMetrics:
     """Metric states over every row of the given shards."""
     part = dataclasses.replace(manifest, shards={i: manifest.shards[i] for i in indices})
-    metrics = SplitMetrics(manifest.num_classes, bins)
-    decode = space.decode_module(manifest.input_space, manifest.input_shape)
+    metrics = new_metrics(manifest, bins, tolerance)
+    decode = space.decode_module(manifest.input_space, manifest.input_shape, manifest.parameters)
+    target = manifest.target_column
     for batch in shards.iter_batches(split_dir, part, batch_size):
-        metrics.update(Outputs(student(decode(batch["input"])), batch["logits"].float()))
+        predicted = student(decode(batch["input"]))
+        if manifest.task == REGRESSION:
+            metrics.update(predicted, batch[target].float())
+        else:
+            metrics.update(Outputs(predicted, batch[target].float()))
     return metrics
 
 
 @ray.remote(num_cpus=1)
 def _evaluate_part(card: StudentCard, weights: bytes, split_dir: str, manifest: shards.Manifest, indices: list[int],
-                   batch_size: int, bins: int) -> SplitMetrics:
+                   batch_size: int, bins: int, tolerance: float):
     torch.set_num_threads(1)  # one core per task (num_cpus=1): parallel tasks must not oversubscribe
-    return evaluate_shards(student_from(card, weights), split_dir, manifest, indices, batch_size, bins)
+    return evaluate_shards(student_from(card, weights), split_dir, manifest, indices, batch_size, bins, tolerance)
 
 
 def evaluate_split(student: torch.nn.Module, card: StudentCard, weights, split_dir: str, batch_size: int,
-                   bins: int = 15, workers: int = 1) -> SplitMetrics:
+                   bins: int = 15, workers: int = 1, tolerance: float = 0.01) -> SplitMetrics | RegressionMetrics:
     """One split's metrics, in this process (workers=1) or in up to `workers` Ray tasks (Ray must be
     initialized), merged; `weights` may be bytes or a Ray object ref to them."""
     manifest = shards.require_manifest(split_dir)
     parts = min(workers, len(manifest.shards))
     if parts <= 1:
-        return evaluate_shards(student, split_dir, manifest, sorted(manifest.shards), batch_size, bins)
-    refs = [_evaluate_part.remote(card, weights, split_dir, manifest, assign_shards(manifest, p, parts), batch_size, bins)
-            for p in range(parts)]
-    return functools.reduce(SplitMetrics.merge, ray.get(refs), SplitMetrics(manifest.num_classes, bins))
+        return evaluate_shards(student, split_dir, manifest, sorted(manifest.shards), batch_size, bins, tolerance)
+    refs = [_evaluate_part.remote(card, weights, split_dir, manifest, assign_shards(manifest, p, parts), batch_size,
+                                  bins, tolerance) for p in range(parts)]
+    return functools.reduce(lambda a, b: a.merge(b), ray.get(refs), new_metrics(manifest, bins, tolerance))
 
 
 @torch.inference_mode()
@@ -115,7 +130,34 @@ def _evaluate_splits(cfg: Config, paths: rundir.RunPaths, student, card: Student
     with ray_session(cfg.address, cfg.code_dir) if parallel else contextlib.nullcontext():
         shared = ray.put(weights) if parallel else weights  # one copy for all the tasks
         return {s: evaluate_split(student, card, shared, paths.split(s), e.batch_size, e.calibration_bins,
-                                  e.workers).compute() for s in SPLITS}
+                                  e.workers, cfg.task.tolerance).compute() for s in SPLITS}
+
+
+def regression_report(cfg: Config, paths: rundir.RunPaths, student, card: StudentCard, weights: bytes,
+                      teacher_card) -> Report:
+    """A surrogate's report: errors on the training and held-out shards, speed, the figures' data."""
+    values = _evaluate_splits(cfg, paths, student, card, weights)
+    manifests = {s: shards.require_manifest(paths.split(s)) for s in SPLITS}
+    names = [p["name"] for p in (card.parameters or [])] or [str(i) for i in range(card.input_shape[0])]
+    details = regression.heldout_details(student, paths.split("heldout"), manifests["heldout"], cfg.eval.batch_size,
+                                         names) if manifests["heldout"].rows else {}
+    speed = {"teacher": regression.teacher_speed(list(manifests.values()))}
+    if cfg.eval.latency:
+        decode = space.decode_module(card.input_space, card.input_shape, card.parameters)
+        speed["student"] = regression.student_speed(student, decode, card.input_shape, cfg.eval.latency_seconds)
+    return Report(
+        agreement={}, accuracy={}, params={"teacher": teacher_card.params, "student": count_parameters(student)},
+        teacher={"kind": teacher_card.kind, "arch": teacher_card.arch, "fingerprint": teacher_card.fingerprint,
+                 "version": teacher_card.version},
+        student={"arch": card.arch, "kwargs": card.kwargs, "width": card.kwargs.get("width"),
+                 "depth": card.kwargs.get("depth"), "epochs": card.epochs},
+        rejected_rows={s: sum(r.rejected for r in m.records()) for s, m in manifests.items()},
+        first_errors={s: next((r.first_error for r in m.records() if r.first_error), "") for s, m in manifests.items()},
+        classes=list(teacher_card.classes), curves=read_curves(paths.student_dir), task=REGRESSION,
+        regression={**values, "tolerance": cfg.task.tolerance, "parameters": names, "details": details},
+        speed=speed, speedup=regression.speedup(speed["teacher"], speed["student"]) if "student" in speed else None,
+        max_rel_error=cfg.eval.max_rel_error, rel_error_quantile=cfg.eval.rel_error_quantile,
+    )
 
 
 def run_eval_stage(cfg: Config) -> Report:
@@ -125,6 +167,10 @@ def run_eval_stage(cfg: Config) -> Report:
     student, student_card, weights = load_student_dir(paths.student_dir)
     if student_card.teacher_fingerprint != teacher_card.fingerprint:
         raise UserError(f"{paths.student_card} was trained on a different teacher's labels than {paths.teacher_card}.")
+    if student_card.task == REGRESSION:
+        report = regression_report(cfg, paths, student, student_card, weights, teacher_card)
+        write_report(paths, report)
+        return report
     seed = load_seed(cfg)
     values = _evaluate_splits(cfg, paths, student, student_card, weights)
     test = evaluate_real(student, teacher, seed.test_images, seed.test_labels, student_card.input_space,

@@ -36,8 +36,8 @@ class SeedData:
     classes: list[str] | None  # class names, where the data has labels
 
     @property
-    def input_shape(self) -> tuple[int, int, int]:
-        return tuple(int(d) for d in self.train_images.shape[1:])  # type: ignore[return-value]
+    def input_shape(self) -> tuple[int, ...]:
+        return tuple(int(d) for d in self.train_images.shape[1:])
 
     @property
     def labeled(self) -> bool:

@@ -17,9 +17,9 @@ import numpy as np
 import torch
 
 from pipeline.errors import UserError
-from pipeline.inputs import images
+from pipeline.inputs import images, vectors
 
-SPACES = (images.NAME,)
+SPACES = (images.NAME, vectors.NAME)
 
 
 def _check(name: str) -> None:
@@ -27,13 +27,20 @@ def _check(name: str) -> None:
         raise UserError(f"input space {name!r} is unknown; expected one of: {', '.join(SPACES)}.")
 
 
-def decode_module(name: str, shape) -> torch.nn.Module:
-    """Stored rows -> model inputs, as a module (the student's first layer in training and eval)."""
+def decode_module(name: str, shape, parameters: list[dict] | None = None) -> torch.nn.Module:
+    """Stored rows -> model inputs, as a module (the student's first layer in training, eval and
+    its exported file). Vectors need their box: `parameters` as recorded in the manifest."""
     _check(name)
+    if name == vectors.NAME:
+        if not parameters:
+            raise UserError("a vector input space needs its parameters (name, low, high, log) to scale inputs.")
+        return vectors.BoxScale(vectors.box_of_dicts(parameters))
     return images.ImageDecode(shape)
 
 
 def numpy_decoder(name: str, shape) -> Callable[[np.ndarray], np.ndarray]:
     """Stored rows -> float32 model inputs, on numpy (what every teacher kind is called with)."""
     _check(name)
+    if name == vectors.NAME:
+        return vectors.decode_numpy
     return lambda stored: images.decode_numpy(stored, shape)

@@ -4,6 +4,7 @@ committed shard files (Ray's callable-class shape: load in __init__; testable wi
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 
 import numpy as np
@@ -13,7 +14,9 @@ from pipeline import shards
 from pipeline.errors import UserError
 from pipeline.inputs import space
 from pipeline.label import faults
+from pipeline.label.time_limit import time_limit
 from pipeline.run import rundir, storage
+from pipeline.tasks.task import CLASSIFICATION, stored_targets, target_column
 from pipeline.teach.load import load_teacher
 
 
@@ -34,46 +37,55 @@ class TeacherFailed(UserError):
 
 class Labeler:
     def __init__(self, root: str, fingerprint: str, batch_size: int, threads: int, bf16_on_gpu: bool = True,
-                 top_k: int | None = None, input_space: str = "images"):
+                 top_k: int | None = None, input_space: str = "images", task: str = CLASSIFICATION,
+                 timeout_s: float | None = None):
         torch.set_num_threads(threads)
         device = "cuda" if torch.cuda.is_available() else "cpu"
         self.teacher, self.card = load_teacher(rundir.RunPaths(root), device, bf16_on_gpu, threads)
         if self.card.fingerprint != fingerprint:
             raise UserError(f"the teacher in {root} changed while its shards were being labeled.")
         self.decode = space.numpy_decoder(input_space, self.card.input_shape)
-        self.batch_size, self.top_k = batch_size, top_k
+        self.batch_size, self.top_k, self.task, self.timeout_s = batch_size, top_k, task, timeout_s
 
-    def outputs(self, inputs: np.ndarray) -> np.ndarray:
-        """The teacher's outputs, float32 [n, K], for stored inputs, batch by batch."""
-        out = []
+    def outputs(self, inputs: np.ndarray) -> tuple[np.ndarray, str, float]:
+        """The teacher's outputs, float32 [n, K], for stored inputs, batch by batch; the rows of a
+        batch on which the teacher raised or timed out are NaN (rejected later). Also returns the
+        first such failure and the seconds spent in the teacher."""
+        out, first_error, seconds, failed = [], "", 0.0, 0
         for start in range(0, len(inputs), self.batch_size):
             batch = inputs[start : start + self.batch_size]
+            began = time.perf_counter()
             try:
-                y = np.asarray(self.teacher(self.decode(batch)))
-            except Exception as exc:
-                raise TeacherFailed(f"the teacher raised {type(exc).__name__} on a batch of {len(batch)} generated "
-                                    f"inputs: {exc}") from exc
+                with time_limit(self.timeout_s):
+                    y = np.asarray(self.teacher(self.decode(batch)))
+            except Exception as exc:  # the teacher's own failure: its rows are rejected, labeling goes on
+                first_error = first_error or f"{type(exc).__name__}: {exc}"
+                failed += 1
+                y = np.full((len(batch), self.card.num_outputs), np.nan, np.float32)
+            seconds += time.perf_counter() - began
             if y.shape != (len(batch), self.card.num_outputs):
                 raise TeacherFailed(f"the teacher returned shape {list(y.shape)} for {len(batch)} inputs; expected "
                                     f"[{len(batch)}, {self.card.num_outputs}].")
             out.append(y.astype(np.float32, copy=False))
-        return np.concatenate(out) if out else np.zeros((0, self.card.num_outputs), np.float32)
+        if out and failed == len(out):  # every batch failed: the teacher is broken, not one input
+            raise TeacherFailed(f"the teacher failed on every batch of {len(inputs)} generated inputs; the first "
+                                f"failure: {first_error}")
+        outputs = np.concatenate(out) if out else np.zeros((0, self.card.num_outputs), np.float32)
+        return outputs, first_error, seconds
 
     def label(self, generated: tuple[np.ndarray, np.ndarray], job: ShardJob) -> shards.ShardRecord:
         inputs, kinds = generated
-        logits = self.outputs(inputs)
-        # Non-finite logits would poison training; such rows are dropped and counted, never written.
-        # (float16 overflows past 65504, so check after the cast.)
-        logits16 = logits.astype(np.float16)
-        finite = np.isfinite(logits16).all(axis=1)
+        outputs, first_error, seconds = self.outputs(inputs)
+        targets, finite = stored_targets(self.task, outputs)
         sample_ids = job.index * job.count + np.arange(len(inputs), dtype=np.int64)
-        table = shards.make_table(sample_ids[finite], job.seed, kinds[finite], inputs[finite], logits16[finite],
-                                  job.metadata, top_k=self.top_k)
+        table = shards.make_table(sample_ids[finite], job.seed, kinds[finite], inputs[finite], targets[finite],
+                                  job.metadata, top_k=self.top_k, target_column=target_column(self.task))
         if faults.should_crash(job.split, job.index):
             path = storage.local_path(storage.join(job.split_dir, shards.shard_file_name(job.split, job.index)))
             faults.crash_midway(path, shards.serialize(table, job.row_group_size))
         record = shards.write_shard(table, job.split_dir, job.split, job.index, job.seed, job.row_group_size,
                                     rejected=int((~finite).sum()))
+        record.first_error, record.teacher_seconds = first_error[:500], round(seconds, 6)
         import ray  # only when running as an actor: the record says which node labeled the shard
 
         if ray.is_initialized():

@@ -18,20 +18,26 @@ LOST_WORK = (ray.exceptions.RayActorError, ray.exceptions.ObjectLostError, ray.e
 
 class LabelerPool:
     def __init__(self, cfg: Config, paths: rundir.RunPaths, card: TeacherCard, input_space: str):
+        """Actors on CPU nodes split the cores (`label.cpus_per_actor` each); on GPU nodes one per GPU."""
         gpus = cluster_gpus()
         num_gpus = cfg.label.num_gpus if cfg.label.num_gpus is not None else (1 if gpus else 0)
         cpus = cluster_cpus()
-        count = cfg.label.actors or (max(1, int(gpus / num_gpus)) if num_gpus else max(1, cpus // 2))
+        per_actor = cfg.label.cpus_per_actor
+        # A network runs its batch on several threads: two cores an actor. A callable (a simulator) is
+        # given label.cpus_per_actor each, one actor per such slice of the machine.
+        cores_each = per_actor if card.kind == "callable" else max(2.0, per_actor)
+        count = cfg.label.actors or (max(1, int(gpus / num_gpus)) if num_gpus else max(1, int(cpus // cores_each)))
         # On CPU, the actors share the cores between them; generation tasks are light and run beside.
         threads = 1 if num_gpus else max(1, cpus // count)
         # SPREAD: on a cluster, one teacher per node before two on any node. Restarts are unlimited
         # so a lost node's actors come back elsewhere; each call is retried a bounded number of times.
         actor_cls = ray.remote(Labeler).options(
-            num_cpus=1, num_gpus=num_gpus, max_restarts=-1, max_task_retries=cfg.label.max_retries,
+            num_cpus=per_actor, num_gpus=num_gpus, max_restarts=-1, max_task_retries=cfg.label.max_retries,
             scheduling_strategy="SPREAD",
         )
         self._start = lambda: actor_cls.remote(paths.root, card.fingerprint, cfg.label.batch_size, threads,
-                                               cfg.label.bf16_on_gpu, cfg.label.top_k, input_space)
+                                               cfg.label.bf16_on_gpu, cfg.label.top_k, input_space,
+                                               cfg.task.kind, cfg.label.timeout_s)
         self.actors = [self._start() for _ in range(count)]
         self.load = [0] * count  # shards in flight per actor
 

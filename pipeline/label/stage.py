@@ -28,7 +28,7 @@ from tqdm.auto import tqdm
 from pipeline import shards
 from pipeline.config import Config, DataConfig, fingerprint, result_fields
 from pipeline.errors import RetriesExhausted, UserError
-from pipeline.inputs import images
+from pipeline.inputs import vectors
 from pipeline.inputs.images import generate_inputs, shard_seed
 from pipeline.inputs.seeds import SeedData
 from pipeline.label import faults
@@ -54,6 +54,7 @@ class SplitResult:
     written: int
     skipped: int
     rejected: int
+    first_error: str = ""  # the teacher's first failure on a batch (its rows were rejected)
 
 
 @dataclass
@@ -70,14 +71,28 @@ def generate_shard(seed_images: np.ndarray, data: DataConfig, seed: int, count: 
     return generate_inputs(seed_images, data, seed, count)
 
 
-def generator_hash(cfg: Config, seed_images: np.ndarray) -> str:
-    """What the inputs depend on: the data config and the exact seed images it draws from."""
+def generator_hash(cfg: Config, seed_images: np.ndarray | None) -> str:
+    """What the inputs depend on: the data config and the exact seed images it draws from (none for
+    a vector space: its points depend on the config alone)."""
+    if seed_images is None:
+        return fingerprint({"data": result_fields(cfg.data)})
     seed_hash = hashlib.sha256(np.ascontiguousarray(seed_images).tobytes()).hexdigest()
     return fingerprint({"data": result_fields(cfg.data), "seed_images": seed_hash, "shape": list(seed_images.shape)})
 
 
+def _parameters(cfg: Config) -> list[dict] | None:
+    return vectors.box_dicts(vectors.box_of(cfg.data.parameters)) if cfg.data.space == vectors.NAME else None
+
+
+@ray.remote(num_cpus=0)
+def generate_vector_shard(box: vectors.Box, sampler: str, seed: int, count: int, index: int,
+                          grid_points: int) -> tuple[np.ndarray, np.ndarray]:
+    return vectors.generate_vectors(box, sampler, seed, count, index, grid_points)
+
+
 def _label_split(cfg: Config, paths: rundir.RunPaths, split: str, planned: int, base_seed: int, card: TeacherCard,
-                 seed_ref, labelers: Callable[[], LabelerPool], gen_hash: str) -> SplitResult:
+                 generate: Callable[[ShardJob], object], labelers: Callable[[], LabelerPool],
+                 gen_hash: str) -> SplitResult:
     split_dir = paths.split(split)
     manifest = shards.load_manifest(split_dir)
     if manifest is not None and (manifest.teacher_fingerprint != card.fingerprint or manifest.generator_hash != gen_hash):
@@ -86,7 +101,7 @@ def _label_split(cfg: Config, paths: rundir.RunPaths, split: str, planned: int, 
     if manifest is None:
         manifest = shards.Manifest(split=split, teacher_fingerprint=card.fingerprint, generator_hash=gen_hash,
                                    input_shape=list(card.input_shape), num_classes=card.num_outputs,
-                                   input_space=images.NAME,
+                                   input_space=cfg.data.space, task=cfg.task.kind, parameters=_parameters(cfg),
                                    planned_shards=planned, row_group_size=cfg.data.row_group_size,
                                    top_k=cfg.label.top_k)
     bad = {i: problem for i, r in manifest.shards.items() if (problem := shards.check_shard(split_dir, r))}
@@ -105,13 +120,13 @@ def _label_split(cfg: Config, paths: rundir.RunPaths, split: str, planned: int, 
     in_flight: dict = {}  # label ObjectRef -> (job, actor index, actor handle)
     attempts: Counter = Counter()
     bar = tqdm(total=planned, initial=skipped, desc=f"label {split}", unit="shard")
-    last_save = time.monotonic()
+    last_save = started = time.monotonic()
+    recorded_seconds = manifest.label_seconds
     while todo or in_flight:
         # At most two shards per actor in flight: one being labeled, one generated and waiting.
         while todo and len(in_flight) < 2 * len(pool.actors):
             job = todo.popleft()
-            generated = generate_shard.options(max_retries=cfg.label.max_retries).remote(
-                seed_ref, cfg.data, job.seed, job.count)
+            generated = generate(job)
             actor = pool.least_loaded()
             handle = pool.actors[actor]
             in_flight[handle.label.remote(generated, job)] = (job, actor, handle)
@@ -141,13 +156,15 @@ def _label_split(cfg: Config, paths: rundir.RunPaths, split: str, planned: int, 
             bar.update(1)
             faults.maybe_kill_driver(bar.n - skipped)
         if time.monotonic() - last_save > MANIFEST_SAVE_INTERVAL_S or not (todo or in_flight):
+            manifest.label_seconds = recorded_seconds + (time.monotonic() - started)
             shards.save_manifest(split_dir, manifest)
             last_save = time.monotonic()
     bar.close()
     shards.save_manifest(split_dir, manifest)  # also records an empty, complete split
     _remove_leftovers(split_dir)
     rejected = sum(r.rejected for r in manifest.shards.values())
-    return SplitResult(split_dir, planned, manifest.rows, planned - skipped, skipped, rejected)
+    first_error = next((r.first_error for r in manifest.records() if r.first_error), "")
+    return SplitResult(split_dir, planned, manifest.rows, planned - skipped, skipped, rejected, first_error)
 
 
 def _remove_leftovers(split_dir: str) -> None:
@@ -172,17 +189,33 @@ def _label_stage(cfg: Config, paths: rundir.RunPaths, seed: SeedData | None) -> 
     if cfg.label.top_k is not None and cfg.label.top_k >= card.num_outputs:
         raise UserError(f"label.top_k = {cfg.label.top_k} keeps every one of the teacher's {card.num_outputs} classes; "
                         "leave it unset, or choose fewer.")
-    seed = seed if seed is not None else load_seed(cfg)
-    gen_hash = generator_hash(cfg, seed.train_images)
+    vector_space = cfg.data.space == vectors.NAME
+    if not vector_space:
+        seed = seed if seed is not None else load_seed(cfg)
+    gen_hash = generator_hash(cfg, None if vector_space else seed.train_images)
     plan = {"train": (cfg.data.shards, cfg.data.seed), "heldout": (cfg.data.heldout_shards, cfg.data.heldout_seed)}
     result = LabelResult()
     with ray_session(cfg.address, cfg.code_dir):
-        seed_ref = ray.put(seed.train_images)
+        retries = cfg.label.max_retries
+        if vector_space:
+            box = vectors.box_of(cfg.data.parameters)
+
+            def generate(job: ShardJob):
+                # Held-out points are Sobol points whatever the training sampler: off any grid.
+                sampler = cfg.data.sampler if job.split == "train" else "sobol"
+                return generate_vector_shard.options(max_retries=retries).remote(
+                    box, sampler, job.seed, job.count, job.index, cfg.data.grid_points)
+        else:
+            seed_ref = ray.put(seed.train_images)
+
+            def generate(job: ShardJob):
+                return generate_shard.options(max_retries=retries).remote(seed_ref, cfg.data, job.seed, job.count)
+
         # Actors start on first need: a rerun with every shard in place loads no teacher.
-        labelers = functools.cache(lambda: LabelerPool(cfg, paths, card, images.NAME))
+        labelers = functools.cache(lambda: LabelerPool(cfg, paths, card, cfg.data.space))
         for split in SPLITS:
             planned, base_seed = plan[split]
-            result.splits[split] = _label_split(cfg, paths, split, planned, base_seed, card, seed_ref, labelers,
+            result.splits[split] = _label_split(cfg, paths, split, planned, base_seed, card, generate, labelers,
                                                 gen_hash)
         if labelers.cache_info().currsize:
             labelers().shutdown()

@@ -26,7 +26,9 @@ class ShardRecord:
     sha256: str
     bytes: int
     seed: int
-    rejected: int = 0  # rows dropped because the teacher's logits were not finite
+    rejected: int = 0  # rows dropped: the teacher's outputs were not finite, or its batch failed
+    first_error: str = ""  # the first failure of the teacher on this shard (raised, timed out), if any
+    teacher_seconds: float = 0.0  # time spent inside the teacher's calls (its throughput, for the report)
     node: str = ""  # Ray node that labeled the shard (for the record; not part of the content)
 
 
@@ -41,12 +43,19 @@ class Manifest:
     row_group_size: int
     top_k: Optional[int] = None  # shards store only the k largest logits per row (see schema.py)
     input_space: str = "images"  # how stored inputs decode to model inputs (pipeline.inputs.space)
+    task: str = "classification"  # what the targets are (pipeline.tasks.task)
+    parameters: Optional[list] = None  # vectors: the box, [{name, low, high, log}] (pipeline.inputs.vectors)
+    label_seconds: float = 0.0  # wall clock the label stage spent writing this split's shards (all runs)
     schema_version: int = SCHEMA_VERSION
     shards: dict[int, ShardRecord] = field(default_factory=dict)
 
     @property
     def rows(self) -> int:
         return sum(s.rows for s in self.shards.values())
+
+    @property
+    def target_column(self) -> str:
+        return "targets" if self.task == "regression" else "logits"
 
     @property
     def complete(self) -> bool:

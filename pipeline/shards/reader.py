@@ -44,7 +44,10 @@ from pipeline.errors import UserError
 from pipeline.shards.manifest import Manifest, ShardRecord
 from pipeline.shards.schema import dense_logits, field_dtype
 
-DEFAULT_COLUMNS = ("input", "logits")
+def default_columns(manifest: Manifest) -> tuple[str, str]:
+    """The input and the task's target column."""
+    return ("input", manifest.target_column)
+
 TOPK_COLUMNS = ("topk_values", "topk_indices")  # what a top-k shard stores instead of `logits`
 OPEN_FILES = 32  # Parquet files a reader keeps open (row groups come in random shard order); bounds memory
 
@@ -133,11 +136,11 @@ class ShardStream(IterableDataset):
     """Shuffled batches of shard rows for one DDP rank; see the module docstring for the plan."""
 
     def __init__(self, split_dir: str, manifest: Manifest, batch_size: int, seed: int = 0, rank: int = 0,
-                 world_size: int = 1, columns: Sequence[str] = DEFAULT_COLUMNS):
+                 world_size: int = 1, columns: Sequence[str] | None = None):
         self.split_dir, self.manifest = split_dir, manifest
         self.batch_size, self.seed = batch_size, seed
         self.rank, self.world_size = rank, world_size
-        self.columns = tuple(columns)
+        self.columns = tuple(columns or default_columns(manifest))
         self.groups = _Groups(split_dir, manifest)
         self.records = {storage.join(split_dir, r.path): r for r in manifest.records()}
         self.set_epoch(0)
@@ -227,8 +230,9 @@ class ShardStream(IterableDataset):
 
 
 def iter_batches(split_dir: str, manifest: Manifest, batch_size: int,
-                 columns: Sequence[str] = DEFAULT_COLUMNS) -> Iterator[dict[str, torch.Tensor]]:
+                 columns: Sequence[str] | None = None) -> Iterator[dict[str, torch.Tensor]]:
     """Every committed row exactly once, in manifest order."""
+    columns = columns or default_columns(manifest)
     for record in manifest.records():
         shard = open_shard(split_dir, record)
         for batch in shard.iter_batches(batch_size=batch_size, columns=stored_columns(manifest, columns)):

@@ -4,8 +4,10 @@ Columns
   sample_id   int64     unique within a split: shard_index * samples_per_shard + row
   shard_seed  int64     the seed the shard's inputs were generated from (constant per shard)
   kind        int8      how the input was made (index into KINDS)
-  input       uint8[C*H*W]     the input's pixels, exactly as the teacher saw them
-  logits      float16[K]       the teacher's raw logits (temperature is a training choice)
+  input       uint8[C*H*W]     the input's pixels, exactly as the teacher saw them (images), or
+              float32[D]       the parameter values the simulator was called with (vectors)
+  logits      float16[K]       the teacher's raw logits (temperature is a training choice), or
+  targets     float32[K]       a regression teacher's outputs (a simulator's), in physical units
 or, with label.top_k = k (for teachers with many classes), instead of `logits`:
   topk_values   float16[k]       the k largest raw logits, largest first
   topk_indices  int16|int32[k]   their classes
@@ -31,7 +33,7 @@ import pyarrow as pa
 # 3: every array column is fixed_size_binary with its dtype in the field metadata (the logits were
 #    fixed_size_list<float16>).
 SCHEMA_VERSION = 3
-KINDS = ("augment", "mixup", "noise")
+KINDS = ("augment", "mixup", "noise", "sobol", "lhs", "grid")  # how an input was made
 META_PREFIX = "distillery."
 DTYPE_KEY = f"{META_PREFIX}dtype".encode()
 
@@ -64,15 +66,16 @@ def _binary_column(values: np.ndarray, field: pa.Field) -> pa.FixedSizeBinaryArr
     return pa.FixedSizeBinaryArray.from_buffers(field.type, len(data), [None, pa.py_buffer(data)])
 
 
-def shard_schema(input_size: int, num_classes: int, metadata: dict | None = None, top_k: int | None = None) -> pa.Schema:
+def shard_schema(input_size: int, num_classes: int, metadata: dict | None = None, top_k: int | None = None,
+                 input_dtype=np.uint8, target_column: str = "logits", target_dtype=np.float16) -> pa.Schema:
     fields = [
         pa.field("sample_id", pa.int64(), nullable=False),
         pa.field("shard_seed", pa.int64(), nullable=False),
         pa.field("kind", pa.int8(), nullable=False),
-        array_field("input", np.uint8, input_size),
+        array_field("input", input_dtype, input_size),
     ]
     if top_k is None:
-        fields.append(array_field("logits", np.float16, num_classes))
+        fields.append(array_field(target_column, target_dtype, num_classes))
     else:
         fields += [array_field("topk_values", np.float16, top_k),
                    array_field("topk_indices", _index_dtype(num_classes), top_k)]
@@ -91,18 +94,21 @@ def top_k_of(logits: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
 
 def make_table(
     sample_ids: np.ndarray, shard_seed: int, kinds: np.ndarray, inputs: np.ndarray, logits: np.ndarray, metadata: dict,
-    top_k: int | None = None,
+    top_k: int | None = None, target_column: str = "logits",
 ) -> pa.Table:
-    """Build a shard table. `inputs` is uint8 [n, ...], `logits` float16 [n, K]; with `top_k`, only
-    the k largest logits of each row are kept."""
+    """Build a shard table. `inputs` is [n, ...] as the input space stores them (uint8 images, float32
+    vectors), `logits` [n, K] as the task stores targets (float16 logits, or float32 regression
+    targets in a column named `target_column`); with `top_k`, only the k largest logits of each row
+    are kept."""
     n = len(sample_ids)
-    flat_inputs = np.ascontiguousarray(inputs, dtype=np.uint8).reshape(n, -1)
-    logits = np.ascontiguousarray(logits, dtype=np.float16)
+    flat_inputs = np.ascontiguousarray(inputs).reshape(n, -1)
+    logits = np.ascontiguousarray(logits)
     num_classes = logits.shape[1]
-    schema = shard_schema(flat_inputs.shape[1], num_classes, metadata, top_k)
+    schema = shard_schema(flat_inputs.shape[1], num_classes, metadata, top_k, flat_inputs.dtype, target_column,
+                          logits.dtype)
     arrays = {"input": flat_inputs}
     if top_k is None:
-        arrays["logits"] = logits
+        arrays[target_column] = logits
     else:
         arrays["topk_values"], arrays["topk_indices"] = top_k_of(logits, top_k)
     columns = [

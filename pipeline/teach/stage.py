@@ -23,7 +23,7 @@ from tqdm.auto import tqdm
 
 from pipeline.config import Config
 from pipeline.errors import UserError
-from pipeline.inputs import images, space
+from pipeline.inputs import images, space, vectors
 from pipeline.inputs.images import augment
 from pipeline.inputs.seeds import SeedData, load_seed_dataset
 from pipeline.resolve import add_code_dir, is_import_path
@@ -47,7 +47,12 @@ class TeacherResult:
 
 
 def load_seed(cfg: Config) -> SeedData:
+    """The seed data of an image space; for a vector space, a few points of its box stand in for it
+    (what an imported teacher is probed with; there is nothing to train on, and no real test data)."""
     t = cfg.teacher
+    if cfg.data.space == vectors.NAME:
+        points = vectors.sample_points(vectors.box_of(cfg.data.parameters), "sobol", cfg.data.seed, PROBE_ROWS)
+        return SeedData(points, None, points[:0], None, None)
     try:
         return load_seed_dataset(t.dataset, t.data_root, t.test_fraction, t.seed, t.test_data, t.image_size)
     except ValueError as exc:
@@ -63,7 +68,8 @@ def teacher_kind(cfg: Config) -> str:
 
 
 def _decode(seed: SeedData):
-    return space.numpy_decoder(images.NAME, seed.input_shape)
+    name = vectors.NAME if seed.train_images.dtype == vectors.STORED_DTYPE else images.NAME
+    return space.numpy_decoder(name, seed.input_shape)
 
 
 def _factory_kwargs(cfg: Config) -> dict:
@@ -100,7 +106,7 @@ def _check_declared_shape(declared: list | None, seed: SeedData, source: str) ->
 
 def _classes(seed: SeedData, outputs: int, source: str) -> list[str]:
     if seed.classes is None:
-        return [str(i) for i in range(outputs)]  # unlabeled data: outputs have no names
+        return [str(i) for i in range(outputs)]  # unlabeled data, a simulator: outputs have no names
     if outputs != len(seed.classes):
         raise UserError(f"{source} gives {outputs} outputs per input but the seed data has {len(seed.classes)} "
                         "classes; expected one logit per class.")
@@ -221,7 +227,7 @@ def run_teacher_stage(cfg: Config) -> TeacherResult:
     kind = teacher_kind(cfg)
     imported = cfg.teacher.checkpoint is not None or kind != "torch"
     content, card, teacher = _import(cfg, seed, kind) if imported else _train(cfg, seed)
-    if seed.test_labels is not None:
+    if seed.test_labels is not None and cfg.task.kind == "classification":
         card.test_accuracy = accuracy(teacher, _decode(seed)(seed.test_images), seed.test_labels)
     card.params = parameter_count(teacher, content if kind == "onnx" else None)
     card.fingerprint = compute_fingerprint(card, content)

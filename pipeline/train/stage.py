@@ -17,11 +17,14 @@ mid-epoch included: the data loader's position is part of the checkpoint (pipeli
 from __future__ import annotations
 
 import logging
+
+import torch
 from dataclasses import dataclass
 from typing import Optional
 
 from pipeline.config import Config
 from pipeline.errors import UserError
+from pipeline.inputs import space
 from pipeline.resolve import add_code_dir
 from pipeline.run import rundir, storage
 from pipeline.train import checkpoints
@@ -32,7 +35,7 @@ from pipeline.train.preflight import run_preflight
 from pipeline.train.student import (
     StudentCard, load_student_dir, read_card, save_card, save_weights, student_kwargs,
 )
-from pipeline.train.trainer import build_module, loader_workers, make_trainer, on_gpu, world_size
+from pipeline.train.trainer import build_module, loader_workers, make_trainer, on_gpu, regression_scale, world_size
 from students import DistillationModule
 from teachers import count_parameters
 
@@ -80,7 +83,8 @@ def fit_student(cfg: Config, paths: rundir.RunPaths, student_dir: str, preflight
                         f"{cfg.train.batch_size} for each of {world} rank(s): lower train.batch_size "
                         "or generate more data.")
     resume = checkpoints.resume_point(student_dir, cfg.train.resume, world)
-    module = build_module(cfg, manifest, data.batches_per_epoch(world))
+    scale = regression_scale(paths.split("train"), manifest)
+    module = build_module(cfg, manifest, data.batches_per_epoch(world), scale)
     if preflight and resume is None:
         result = run_preflight(module, data.first_batch(), cfg.train.lr, cfg.train.preflight_steps,
                                "cuda" if on_gpu(cfg) else "cpu")
@@ -103,6 +107,9 @@ def fit_student(cfg: Config, paths: rundir.RunPaths, student_dir: str, preflight
         metrics.update({"progress/epochs": resume.epoch + 1, "progress/steps": resume.step})
     card = StudentCard(
         arch=cfg.student.arch, kwargs=student_kwargs(cfg.student), input_space=manifest.input_space,
+        task=manifest.task, parameters=manifest.parameters,
+        target_mean=scale.mean.tolist() if scale is not None else None,
+        target_std=scale.std.tolist() if scale is not None else None,
         input_shape=list(manifest.input_shape), classes=teacher_card["classes"],
         params=count_parameters(module.student), teacher_fingerprint=manifest.teacher_fingerprint,
         epochs=int(metrics["progress/epochs"]), steps=int(metrics["progress/steps"]),
@@ -120,6 +127,9 @@ def _ensure_export(student_dir: str) -> None:
         return
     try:
         student, card, _ = load_student_dir(student_dir)
+        if card.input_space != "images":  # the file takes the raw stored inputs (physical parameter values)
+            student = torch.nn.Sequential(space.decode_module(card.input_space, card.input_shape, card.parameters),
+                                          student)
         export_onnx(student, card.input_shape, student_dir)
     except Exception as exc:  # torch.onnx raises several unrelated types
         log.warning("Could not export the student to ONNX (%s: %s); it is in %s.", type(exc).__name__, exc,

@@ -19,6 +19,7 @@ from pipeline.errors import UserError
 from pipeline.resolve import build_module, is_import_path, resolve_factory
 from pipeline.run import rundir, storage
 from students import STUDENTS
+from students.scale import OutputScale
 from teachers.weights import load_weights_strictly
 
 STUDENT_ARCH = "student.arch"
@@ -37,6 +38,10 @@ class StudentCard:
     train_agreement: float | None
     heldout_agreement: float | None
     input_space: str = "images"
+    task: str = "classification"
+    parameters: list | None = None  # vectors: the box the inputs came from
+    target_mean: list | None = None  # regression: the standardisation of the outputs (students.scale)
+    target_std: list | None = None
     extra: dict = field(default_factory=dict)
 
     @property
@@ -94,13 +99,17 @@ def read_card(student_dir: str) -> StudentCard:
 
 
 def student_from(card: StudentCard, weights: bytes) -> torch.nn.Module:
-    """A trained student, in eval mode, from its card and safetensors bytes."""
+    """A trained student, in eval mode, from its card and safetensors bytes: it takes decoded inputs
+    (pipeline.inputs.space) and returns logits, or a regression's physical values."""
     student = build_student(card.arch, card.kwargs, card.input_shape, card.num_outputs)
     try:
-        return load_weights_strictly(student, load_safetensors(weights), rundir.STUDENT_WEIGHTS,
-                                     f"student {card.arch!r} with {card.kwargs}")
+        student = load_weights_strictly(student, load_safetensors(weights), rundir.STUDENT_WEIGHTS,
+                                        f"student {card.arch!r} with {card.kwargs}")
     except ValueError as exc:
         raise UserError(str(exc)) from exc
+    if card.target_mean is not None:  # regression: outputs back in physical units
+        student = torch.nn.Sequential(student, OutputScale(card.target_mean, card.target_std)).eval()
+    return student
 
 
 def load_student_dir(student_dir: str) -> tuple[torch.nn.Module, StudentCard, bytes]:

@@ -21,7 +21,9 @@ from pipeline.shards import Manifest
 from pipeline.train import checkpoints
 from pipeline.train import faults as train_faults
 from pipeline.train.student import build_student, student_kwargs
+from pipeline.tasks.regression import target_stats
 from students import DistillationModule
+from students.scale import OutputScale
 
 PROGRESS_REFRESH_STEPS = 25
 # A rank that stops answering fails the job after this long instead of holding the others forever
@@ -29,14 +31,24 @@ PROGRESS_REFRESH_STEPS = 25
 DDP_TIMEOUT = timedelta(minutes=10)
 
 
-def build_module(cfg: Config, manifest: Manifest, steps_per_epoch: int) -> DistillationModule:
-    """The run's module with its seeded initial weights (the same in every process that builds it)."""
+def build_module(cfg: Config, manifest: Manifest, steps_per_epoch: int,
+                 target_scale: OutputScale | None = None) -> DistillationModule:
+    """The run's module with its seeded initial weights (the same in every process that builds it).
+    A regression run passes `target_scale` (regression_scale) from its training shards."""
     L.seed_everything(cfg.train.seed, workers=True, verbose=False)
     t = cfg.train
     student = build_student(cfg.student.arch, student_kwargs(cfg.student), manifest.input_shape, manifest.num_classes)
-    decode = space.decode_module(manifest.input_space, manifest.input_shape)
+    decode = space.decode_module(manifest.input_space, manifest.input_shape, manifest.parameters)
     return DistillationModule(student, decode, manifest.num_classes, lr=t.lr, temperature=t.temperature,
-                              loss=t.loss, schedule=t.schedule, steps_per_epoch=steps_per_epoch)
+                              loss=cfg.loss, schedule=t.schedule, steps_per_epoch=steps_per_epoch,
+                              target_scale=target_scale, tolerance=cfg.task.tolerance)
+
+
+def regression_scale(split_dir: str, manifest: Manifest) -> OutputScale | None:
+    """Per-output standardisation from the training shards, for a regression run (else None)."""
+    if manifest.task != "regression":
+        return None
+    return OutputScale(*target_stats(split_dir, manifest))
 
 
 def loader_workers(cfg: Config) -> int:
