@@ -1,0 +1,141 @@
+"""Surrogates of simulators: a cheap analytic simulator through the CLI, and each bad input."""
+
+from __future__ import annotations
+
+import json
+import textwrap
+
+import numpy as np
+import pytest
+
+from tests.conftest import cli
+
+SIMULATORS = '''
+import numpy as np
+
+TIMES = np.linspace(0.0, 1.0, 8)
+
+
+class Decay:
+    """u(t) = A exp(-k t) at 8 times: an analytic "simulator" with a declared version."""
+
+    version = "decay-1"
+
+    def __call__(self, x):
+        k, a = x[:, 0:1], x[:, 1:2]
+        return a * np.exp(-k * TIMES)
+
+
+class Flaky(Decay):
+    """Raises on any batch holding a point with k in [1.50, 1.56): its rows are rejected."""
+
+    def __call__(self, x):
+        if ((x[:, 0] >= 1.50) & (x[:, 0] < 1.56)).any():
+            raise FloatingPointError("the solver diverged")
+        return super().__call__(x)
+
+
+def broken(x):
+    raise RuntimeError("license server unreachable")
+
+
+def flat(x):
+    return x[:, 0]  # one number per sample, not a vector: the wrong shape
+'''
+
+BOX = ['--data.parameters', '[{"name": "k", "low": 0.1, "high": 2.0}, {"name": "A", "low": 0.5, "high": 1.5}]']
+TINY = ["--task.kind", "regression", "--data.space", "vectors", *BOX, "--teacher.kind", "callable",
+        "--data.shards", "2", "--data.samples_per_shard", "256", "--data.heldout_shards", "1",
+        "--data.row_group_size", "64", "--label.batch_size", "16", "--label.actors", "1",
+        "--student.width", "32", "--student.depth", "2", "--train.max_epochs", "4", "--train.batch_size", "32",
+        "--train.loader_workers", "0", "--train.preflight", "false", "--eval.latency_seconds", "0.05"]
+
+
+@pytest.fixture(scope="module")
+def code(tmp_path_factory):
+    root = tmp_path_factory.mktemp("sim")
+    (root / "simulators.py").write_text(textwrap.dedent(SIMULATORS))
+    return root
+
+
+@pytest.fixture(scope="module")
+def surrogate_run(code, tmp_path_factory):
+    out = tmp_path_factory.mktemp("surrogate") / "run"
+    proc = cli("run", "--out", str(out), "--code_dir", str(code), "--teacher.arch", "simulators:Flaky", *TINY)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return out, proc
+
+
+def test_report_holds_the_surrogate_contract(surrogate_run):
+    out, proc = surrogate_run
+    report = json.load(open(out / "report.json"))
+    assert report["task"] == "regression"
+    for split in ("train", "heldout"):
+        r = report["regression"][split]
+        quantiles = [r["rel_l2"][q] for q in ("median", "p95", "p99", "max")]
+        assert quantiles == sorted(quantiles) and quantiles[0] > 0
+        assert r["max_abs"] > 0 and len(r["r2"]) == 8
+        assert r["samples"] + report["rejected_rows"][split] == (512 if split == "train" else 256)
+    assert report["speedup"]["batch1024"] > 0 and report["params"]["student"] == 2 * 32 + 32 + 32 * 32 + 32 + 32 * 8 + 8
+    card = json.load(open(out / "teacher" / "teacher.json"))
+    assert card["version"] == "decay-1" and card["kind"] == "callable" and card["arch"] == "simulators:Flaky"
+    assert "rel. L2 median" in proc.stdout
+
+
+def test_targets_are_float32_and_the_student_answers_in_physical_units(surrogate_run):
+    """The exported file takes physical parameters and returns physical values, as the report's student does."""
+    import onnxruntime as ort
+    import pyarrow.parquet as pq
+
+    out, _ = surrogate_run
+    manifest = json.load(open(out / "shards" / "heldout" / "manifest.json"))
+    table = pq.read_table(out / "shards" / "heldout" / manifest["shards"][0]["path"])
+    assert table.schema.field("targets").metadata[b"distillery.dtype"] == b"<f4"
+    x = np.frombuffer(b"".join(table.column("input").to_pylist()), np.float32).reshape(-1, 2)
+    y = np.frombuffer(b"".join(table.column("targets").to_pylist()), np.float32).reshape(-1, 8)
+    np.testing.assert_allclose(y, x[:, 1:2] * np.exp(-x[:, 0:1] * np.linspace(0, 1, 8)), rtol=1e-5)
+    session = ort.InferenceSession(str(out / "student" / "student.onnx"), providers=["CPUExecutionProvider"])
+    predicted = session.run(None, {session.get_inputs()[0].name: x})[0]
+    errors = np.linalg.norm(predicted - y, axis=1) / np.linalg.norm(y, axis=1)
+    report = json.load(open(out / "report.json"))
+    assert np.median(errors) == pytest.approx(report["regression"]["heldout"]["rel_l2"]["median"], rel=1e-3)
+
+
+def test_the_gate_reads_a_relative_error_quantile(surrogate_run, code, capsys):
+    from pipeline.__main__ import main
+
+    out, _ = surrogate_run
+    proc = cli("eval", str(out), "--code_dir", str(code), "--max-rel-error", "1e-9", "--eval.latency", "false")
+    assert proc.returncode == 3 and "relative L2 error p95" in proc.stderr
+    status = main(["eval", str(out), "--code_dir", str(code), "--max-rel-error", "10", "--eval.rel_error_quantile",
+                   "max", "--eval.latency", "false"])
+    assert status == 0, capsys.readouterr().err[-2000:]
+    assert json.load(open(out / "report.json"))["gate"]["passed"] is True
+
+
+def test_failed_batches_are_rejected_counted_and_reported(surrogate_run):
+    out, proc = surrogate_run
+    report = json.load(open(out / "report.json"))
+    rejected = report["rejected_rows"]["train"]
+    assert rejected > 0 and rejected % 16 == 0  # whole batches of label.batch_size
+    assert report["regression"]["train"]["samples"] == 512 - rejected
+    assert "FloatingPointError: the solver diverged" in report["first_errors"]["train"]
+    assert "first teacher failure in train: FloatingPointError" in proc.stdout
+
+
+@pytest.mark.parametrize("args, exit_code, expected", [
+    (['--data.parameters', '[{"name": "k", "low": 2.0, "high": 2.0}]', "--teacher.arch", "simulators:Decay"], 2,
+     "data.parameters k: low must be below high"),
+    (["--teacher.arch", "simulators:broken"], 1, "RuntimeError: license server unreachable"),
+    (["--teacher.arch", "simulators:flat"], 1, "returned shape [2] for 2 inputs"),
+])
+def test_bad_inputs_get_one_sentence(code, tmp_path, capsys, args, exit_code, expected):
+    """The CLI's entry point in this process: each mistake stops before any shard is labeled."""
+    from pipeline.__main__ import main
+
+    status = main(["run", "--out", str(tmp_path / "out"), "--code_dir", str(code), *TINY, *args])
+    err = capsys.readouterr().err
+    lines = [line for line in err.splitlines() if line.startswith("error:")]
+    assert status == exit_code and len(lines) == 1 and "Traceback" not in err, err[-2000:]
+    assert expected in lines[0]
+    assert not (tmp_path / "out" / "shards").exists()
