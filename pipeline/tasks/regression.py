@@ -12,15 +12,9 @@ import numpy as np
 import torch
 
 from pipeline import shards
+from students.losses import relative_error
 
 QUANTILES = {"median": 50, "p95": 95, "p99": 99, "max": 100}
-NORM_FLOOR = 1e-12  # a teacher output of norm 0 has no relative error: divide by this instead
-
-
-def relative_l2(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """Per-row ‖pred − target‖ / ‖target‖ (float64 for the sums)."""
-    diff = (pred.double() - target.double()).norm(dim=1)
-    return diff / target.double().norm(dim=1).clamp_min(NORM_FLOOR)
 
 
 def target_stats(split_dir: str, manifest: shards.Manifest, batch_size: int = 65536) -> tuple[list[float], list[float]]:
@@ -52,7 +46,7 @@ class RegressionMetrics:
 
     def update(self, pred: torch.Tensor, target: torch.Tensor) -> None:
         pred, target = pred.double(), target.double()
-        self.errors.append(relative_l2(pred, target).numpy())
+        self.errors.append(relative_error(pred, target).numpy())  # in float64, as cast above
         if len(target):
             self.max_abs = max(self.max_abs, float((pred - target).abs().max()))
         y, residual = target.numpy(), (target - pred).numpy()
