@@ -38,7 +38,7 @@ def test_gate_passes_and_fails_through_the_cli(run_dir):
     err = proc.stderr.strip().splitlines()[-1]
     assert "promotion gate" in err and "FAILED" in err and str(bar) in err and "Traceback" not in proc.stderr
     report = json.load(open(os.path.join(run_dir, "report.json")))  # written all the same, for the record
-    assert report["gate"] == {"min_agreement": bar, "passed": False}
+    assert report["gate"] == {"min_agreement": bar, "max_rel_error": None, "rel_error_quantile": "p95", "passed": False}
 
 
 def test_gate_from_the_config_key(run_dir, tmp_path, capsys):
@@ -54,7 +54,8 @@ def test_gate_from_the_config_key(run_dir, tmp_path, capsys):
 
 def test_without_a_bar_there_is_no_gate(run_dir):
     assert main(["eval", run_dir, *FAST]) == EXIT_OK
-    assert json.load(open(os.path.join(run_dir, "report.json")))["gate"] == {"min_agreement": None, "passed": None}
+    assert json.load(open(os.path.join(run_dir, "report.json")))["gate"] == {
+        "min_agreement": None, "max_rel_error": None, "rel_error_quantile": "p95", "passed": None}
 
 
 def test_the_exit_code_is_documented():

@@ -9,7 +9,7 @@ from __future__ import annotations
 from pipeline.evaluate import plots, regression_plots
 from pipeline.evaluate.render_html import html_page
 from pipeline.evaluate.report import (
-    Report, agreement_table, markdown_table, regression_lines, regression_table, summary_lines, sweep_table,
+    Report, kwargs_text, agreement_table, markdown_table, regression_lines, regression_table, summary_lines, sweep_table,
 )
 from pipeline.run import storage
 from pipeline.run.rundir import RunPaths
@@ -51,7 +51,7 @@ def markdown(report: Report, figure_captions: dict[str, str] | None = None) -> s
     if report.task == "regression":
         lines = ["# Surrogate report", "",
                  f"Simulator `{t.get('arch')}` (version {t.get('version')}, fingerprint `{str(t.get('fingerprint'))[:12]}`); "
-                 f"student `{s.get('arch')}` {s.get('kwargs') or ''}, trained {s.get('epochs')} epochs.", "",
+                 f"student `{s.get('arch')}` {kwargs_text(s)}, trained {s.get('epochs')} epochs.", "",
                  "## Relative error", "", markdown_table(regression_table(report)), "",
                  *[f"- {line}" for line in regression_lines(report)], ""]
         for name, caption in (figure_captions or {}).items():
@@ -60,7 +60,7 @@ def markdown(report: Report, figure_captions: dict[str, str] | None = None) -> s
     lines = [
         "# Distillation report", "",
         f"Teacher `{t.get('kind', 'torch')} {t.get('arch') or ''}` (fingerprint `{str(t.get('fingerprint'))[:12]}`, dataset {t.get('dataset')}); "
-        f"student `{s.get('arch')}` {s.get('kwargs') or ''}, trained {s.get('epochs')} epochs.", "",
+        f"student `{s.get('arch')}` {kwargs_text(s)}, trained {s.get('epochs')} epochs.", "",
         "## Student–teacher agreement", "", markdown_table(agreement_table(report)), "",
         *[f"- {line}" for line in summary_lines(report)], "",
     ]

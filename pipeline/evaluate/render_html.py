@@ -8,7 +8,7 @@ from html import escape
 
 from pipeline.tasks.metrics import METRICS, top_confusions
 from pipeline.evaluate.report import (
-    Report, agreement_table, gate_line, latency_lines, regression_lines, regression_table, summary_lines, sweep_table,
+    Report, kwargs_text, agreement_table, gate_line, latency_lines, regression_lines, regression_table, summary_lines, sweep_table,
 )
 
 STYLE = """
@@ -78,7 +78,7 @@ def regression_page(report: Report, figs: dict[str, tuple[str, bytes]]) -> str:
     t, s = report.teacher, report.student
     intro = (f"Simulator <code>{escape(str(t.get('arch')))}</code> (version {escape(str(t.get('version')))}, "
              f"fingerprint <code>{escape(str(t.get('fingerprint'))[:12])}</code>); student "
-             f"<code>{escape(str(s.get('arch')))}</code> {escape(str(s.get('kwargs') or ''))} "
+             f"<code>{escape(str(s.get('arch')))}</code> {escape(kwargs_text(s))} "
              f"({report.params.get('student', 0):,} parameters), trained {s.get('epochs')} epochs.")
     lines = "".join(f"<li>{escape(line)}</li>" for line in regression_lines(report) if not line.startswith("promotion"))
     parts = [
@@ -99,7 +99,7 @@ def html_page(report: Report, figs: dict[str, tuple[str, bytes]]) -> str:
     teacher_params = report.params.get("teacher")
     size = f"{teacher_params:,} parameters, " if teacher_params else ""
     shape = (f"width {s.get('width')}, depth {s.get('depth')}" if s.get("width") is not None
-             else escape(str(s.get("kwargs") or "")))
+             else escape(kwargs_text(s)))
     intro = (f"Teacher <code>{escape(str(t.get('kind', 'torch')))} {escape(str(t.get('arch') or ''))}</code> ({size}"
              f"fingerprint <code>{escape(str(t.get('fingerprint'))[:12])}</code>, dataset {escape(str(t.get('dataset')))}); "
              f"student <code>{escape(str(s.get('arch')))}</code> {shape} "

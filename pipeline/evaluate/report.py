@@ -97,6 +97,12 @@ def _fmt(value, digits: int = 4) -> str:
     return "–" if value is None else f"{value:.{digits}f}"
 
 
+def kwargs_text(student: dict) -> str:
+    """A student's factory arguments, in a stable order (report.json is written with sorted keys)."""
+    kwargs = student.get("kwargs") or {}
+    return ", ".join(f"{k}={kwargs[k]}" for k in sorted(kwargs))
+
+
 def _ms(value) -> str:
     return "–" if value is None else f"{value:.3f} ms" if value < 10 else f"{value:.1f} ms"
 
