@@ -3,6 +3,10 @@
 The test writes what a user brings into tmp_path: a module of their own (a teacher class in no
 registry, a student factory, a plain numpy function), trained-looking weights with a card beside
 them, the same network exported with torch.export and to ONNX, and an RGB 32x32 image folder of PNGs.
+The runs call the CLI's entry point in this process on one shared Ray (labeling in Ray actors, other
+processes all the same), which saves a Ray start and an import of everything per run;
+tests/test_surrogate.py runs `python -m pipeline` in its own process with --code_dir shipped to
+Ray's workers.
 """
 
 from __future__ import annotations
@@ -15,8 +19,6 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 import torch
-
-from tests.conftest import cli
 
 USER_MODULE = '''
 import numpy as np
@@ -111,10 +113,22 @@ def brought(tmp_path_factory):
     return root
 
 
-def _run(brought, out, *args):
-    proc = cli("run", "--out", str(out), "--teacher.dataset", str(brought / "images"), *TINY, *args)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    assert "Traceback" not in proc.stderr
+@pytest.fixture(scope="module")
+def shared_ray(brought):
+    """One Ray for the in-process runs; its workers find the user's module on PYTHONPATH."""
+    import ray
+
+    ray.init(address="local", num_cpus=2, include_dashboard=False, logging_level="ERROR",
+             runtime_env={"env_vars": {"PYTHONPATH": str(brought / "code")}})
+    yield
+    ray.shutdown()
+
+
+def _run_here(capsys, out, *args):
+    from pipeline.__main__ import main
+
+    status = main(["run", "--out", str(out), *TINY, "--eval.batch_size", "64", *args])
+    assert status == 0, capsys.readouterr().err[-3000:]
     return json.load(open(out / "report.json")), json.load(open(out / "teacher" / "teacher.json"))
 
 
@@ -126,14 +140,16 @@ def _train_logits(out) -> np.ndarray:
 
 
 @pytest.fixture(scope="module")
-def torch_run(brought, tmp_path_factory):
+def torch_run(brought, shared_ray, tmp_path_factory):
     """The user's own class by import path (code_dir), safetensors weights with a card beside them,
     and a student by import path."""
+    from pipeline.__main__ import main
+
     out = tmp_path_factory.mktemp("byo") / "torch"
-    report, card = _run(brought, out, "--code_dir", str(brought / "code"), "--teacher.checkpoint",
-                        str(brought / "teacher.safetensors"), "--student.arch", "user_models:small_student",
-                        "--student.kwargs", '{"hidden": 20}')
-    return out, report, card
+    assert main(["run", "--out", str(out), *TINY, "--teacher.dataset", str(brought / "images"), "--code_dir",
+                 str(brought / "code"), "--teacher.checkpoint", str(brought / "teacher.safetensors"),
+                 "--student.arch", "user_models:small_student", "--student.kwargs", '{"hidden": 20}']) == 0
+    return out, json.load(open(out / "report.json")), json.load(open(out / "teacher" / "teacher.json"))
 
 
 def test_own_teacher_class_and_student_by_import_path(torch_run):
@@ -150,10 +166,11 @@ def test_own_teacher_class_and_student_by_import_path(torch_run):
 
 
 @pytest.mark.parametrize("suffix", ["pt2", "onnx"])
-def test_the_same_network_exported_labels_the_same(brought, torch_run, tmp_path, suffix):
+def test_the_same_network_exported_labels_the_same(brought, torch_run, shared_ray, capsys, tmp_path, suffix):
     """torch.export and ONNX: no user code needed, and the labels match the module's own."""
     out = tmp_path / suffix
-    report, card = _run(brought, out, "--teacher.checkpoint", str(brought / f"teacher.{suffix}"))
+    report, card = _run_here(capsys, out, "--teacher.dataset", str(brought / "images"),
+                             "--teacher.checkpoint", str(brought / f"teacher.{suffix}"))
     assert card["kind"] == {"pt2": "export", "onnx": "onnx"}[suffix]
     assert card["fingerprint"] != torch_run[2]["fingerprint"]
     assert card["params"] == torch_run[2]["params"]  # the same weights, counted from the program / the graph
@@ -161,16 +178,14 @@ def test_the_same_network_exported_labels_the_same(brought, torch_run, tmp_path,
     assert 0 <= report["agreement"]["heldout"]["top1"] <= 1
 
 
-def test_callable_teacher_on_unlabeled_npz(brought, tmp_path):
+def test_callable_teacher_on_unlabeled_npz(brought, shared_ray, capsys, tmp_path):
     """A numpy function as the teacher, seed data without labels: agreement is reported, accuracy is not."""
     images = np.random.default_rng(1).integers(0, 256, (40, 8, 8, 3), dtype=np.uint8)
     np.savez(tmp_path / "seed.npz", images=images)
     out = tmp_path / "callable"
-    proc = cli("run", "--out", str(out), "--teacher.dataset", str(tmp_path / "seed.npz"), "--teacher.kind", "callable",
-               "--teacher.arch", "user_models:brightness_rule", *TINY, env={"PYTHONPATH": str(brought / "code")})
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    report = json.load(open(out / "report.json"))
-    card = json.load(open(out / "teacher" / "teacher.json"))
+    report, card = _run_here(capsys, out, "--teacher.dataset", str(tmp_path / "seed.npz"), "--teacher.kind",
+                             "callable", "--teacher.arch", "user_models:brightness_rule", "--code_dir",
+                             str(brought / "code"))
     assert card["kind"] == "callable" and card["classes"] == ["0", "1", "2", "3"] and card["params"] is None
     assert report["accuracy"]["teacher"] is None and report["agreement"]["test"]["samples"] == 10
     assert not (out / "teacher" / "teacher.safetensors").exists()
