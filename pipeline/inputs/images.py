@@ -117,7 +117,8 @@ def to_float(pixels: torch.Tensor) -> torch.Tensor:
 
 def decode_numpy(stored: np.ndarray, shape) -> np.ndarray:
     """Stored rows (uint8, any layout of C*H*W values per row) → float32 [B, C, H, W] in [0, 1]."""
-    return (np.asarray(stored, dtype=np.float32) * np.float32(1 / 255)).reshape(-1, *shape)
+    # Divided, not multiplied by 1/255: bit for bit what ImageDecode (and torch's div) computes.
+    return (np.asarray(stored, dtype=np.float32) / np.float32(255)).reshape(-1, *shape)
 
 
 class ImageDecode(torch.nn.Module):
