@@ -313,6 +313,8 @@ class EvalConfig:
     rel_error_quantile is above this."""
     rel_error_quantile: Literal["median", "p95", "p99", "max"] = field(default="p95", metadata=EXECUTION_ONLY)
     """Which held-out relative-error figure the regression gate reads."""
+    heatmap: Optional[list[str]] = field(default=None, metadata=EXECUTION_ONLY)
+    """Regression: the two parameters (by name) the report's error heatmap spans. None: the first two."""
     workers: int = field(default=1, metadata=EXECUTION_ONLY)
     """Parallel evaluators of the shard splits. 1: this process alone (no Ray needed, as in the gate's
     pod). More: the shards are dealt whole to that many Ray tasks, whose metric states are merged."""
@@ -329,6 +331,7 @@ class EvalConfig:
     def __post_init__(self) -> None:
         _check(self.batch_size >= 1, f"eval.batch_size must be at least 1, got {self.batch_size}.")
         _check(self.min_agreement is None or 0 <= self.min_agreement <= 1, f"eval.min_agreement must be in [0, 1], got {self.min_agreement}.")
+        _check(self.heatmap is None or len(self.heatmap) == 2, f"eval.heatmap must name two parameters, got {self.heatmap}.")
         _check(self.max_rel_error is None or self.max_rel_error >= 0, f"eval.max_rel_error must not be negative, got {self.max_rel_error}.")
         for key in ("workers", "calibration_bins", "latency_threads"):
             _check(getattr(self, key) >= 1, f"eval.{key} must be at least 1, got {getattr(self, key)}.")

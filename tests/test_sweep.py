@@ -102,3 +102,16 @@ def test_a_tiny_sweep_on_ray(labeled_run, ray_local, tmp_path):
     assert [t["trained"] for t in again["trials"]] == [False, False]
     assert open(f"{cfg.out}/{sweep['trials'][0]['dir']}/student.safetensors", "rb").read() == before
     assert again["smallest"] is None  # no student of a 2-epoch run agrees perfectly
+
+
+def test_a_student_by_import_path_is_swept_through_its_keyword_arguments():
+    from pipeline.config import StudentConfig
+    from pipeline.sweep.stage import Trial
+
+    base = StudentConfig(arch="mypkg.models:small", kwargs={"hidden": 5})
+    trial = Trial("mypkg.models:small", 32, 2)
+    student = trial.student(base)
+    assert student.arch == "mypkg.models:small" and student.kwargs == {"hidden": 5, "width": 32, "depth": 2}
+    assert trial.name == "mypkg.models-small-w32-d2"  # a folder name, not an import path
+    built_in = Trial("mlp", 16, 3).student(StudentConfig())
+    assert (built_in.width, built_in.depth, built_in.kwargs) == (16, 3, {})

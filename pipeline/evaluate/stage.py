@@ -139,8 +139,13 @@ def regression_report(cfg: Config, paths: rundir.RunPaths, student, card: Studen
     values = _evaluate_splits(cfg, paths, student, card, weights)
     manifests = {s: shards.require_manifest(paths.split(s)) for s in SPLITS}
     names = [p["name"] for p in (card.parameters or [])] or [str(i) for i in range(card.input_shape[0])]
+    heatmap = cfg.eval.heatmap or names[:2]
+    unknown = [n for n in heatmap if n not in names]
+    if unknown:
+        raise UserError(f"eval.heatmap names {', '.join(unknown)}, not parameters of this run ({', '.join(names)}).")
+    axes = (names.index(heatmap[0]), names.index(heatmap[-1]))
     details = regression.heldout_details(student, paths.split("heldout"), manifests["heldout"], cfg.eval.batch_size,
-                                         names) if manifests["heldout"].rows else {}
+                                         names, axes) if manifests["heldout"].rows else {}
     speed = {"teacher": regression.teacher_speed(list(manifests.values()))}
     if cfg.eval.latency:
         decode = space.decode_module(card.input_space, card.input_shape, card.parameters)

@@ -110,7 +110,10 @@ def _to_nchw_uint8(images: np.ndarray, source: str) -> np.ndarray:
         images = images[:, None]
     if images.ndim != 4:
         raise ValueError(f"{source} holds images of shape {list(images.shape)}; expected [N, H, W], [N, H, W, C] or [N, C, H, W].")
-    if images.shape[-1] in (1, 3, 4) and images.shape[1] not in (1, 3, 4):
+    # Channels last when the last axis looks like channels and the first does not, or looks more so
+    # (fewer): [N, 32, 32, 3] and [N, 4, 4, 3] are HWC, [N, 3, 32, 32] and [N, 3, 4, 4] CHW.
+    last, first = images.shape[-1], images.shape[1]
+    if last in (1, 3, 4) and (first not in (1, 3, 4) or last < first):
         images = images.transpose(0, 3, 1, 2)
     if images.dtype != np.uint8:
         if not np.issubdtype(images.dtype, np.number):

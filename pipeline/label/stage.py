@@ -119,7 +119,11 @@ def _label_split(cfg: Config, paths: rundir.RunPaths, split: str, planned: int, 
     pool = labelers() if todo else None
     in_flight: dict = {}  # label ObjectRef -> (job, actor index, actor handle)
     attempts: Counter = Counter()
-    bar = tqdm(total=planned, initial=skipped, desc=f"label {split}", unit="shard")
+    # Counted in samples, so the rate and the ETA speak of the teacher's work (a simulator's samples/s).
+    per_shard = cfg.data.samples_per_shard
+    bar = tqdm(total=planned * per_shard, initial=skipped * per_shard, desc=f"label {split}", unit="sample",
+               unit_scale=True)
+    done_here = 0
     last_save = started = time.monotonic()
     recorded_seconds = manifest.label_seconds
     while todo or in_flight:
@@ -153,8 +157,9 @@ def _label_split(cfg: Config, paths: rundir.RunPaths, split: str, planned: int, 
                 todo.appendleft(job)
                 continue
             manifest.shards[record.index] = record
-            bar.update(1)
-            faults.maybe_kill_driver(bar.n - skipped)
+            bar.update(per_shard)
+            done_here += 1
+            faults.maybe_kill_driver(done_here)
         if time.monotonic() - last_save > MANIFEST_SAVE_INTERVAL_S or not (todo or in_flight):
             manifest.label_seconds = recorded_seconds + (time.monotonic() - started)
             shards.save_manifest(split_dir, manifest)
