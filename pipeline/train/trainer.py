@@ -51,6 +51,19 @@ def regression_scale(split_dir: str, manifest: Manifest) -> OutputScale | None:
     return OutputScale(*target_stats(split_dir, manifest))
 
 
+def stopping_rule(cfg: Config) -> EarlyStopping:
+    """Training stops when it no longer improves on the training shards (never on a validation
+    loss: overfitting is the goal). A classifier watches training agreement; a regression watches
+    its training loss, which keeps falling by orders of magnitude long after the share within
+    tolerance is 0 or 1, so any fall at all counts as progress."""
+    t = cfg.train
+    if cfg.task.kind == "regression":
+        return EarlyStopping(monitor="train/loss", mode="min", patience=t.patience, min_delta=0.0,
+                             check_on_train_epoch_end=True)
+    return EarlyStopping(monitor="train/agreement", mode="max", patience=t.patience, min_delta=t.min_delta,
+                         check_on_train_epoch_end=True)
+
+
 def loader_workers(cfg: Config) -> int:
     if cfg.train.loader_workers is not None:
         return cfg.train.loader_workers
@@ -86,8 +99,7 @@ def make_trainer(cfg: Config, student_dir: str, strategy=None, devices=None, plu
         logger=CSVLogger(student_dir, name="logs"),
         callbacks=[
             # The stopping rule: training agreement no longer rising (not a validation loss).
-            EarlyStopping(monitor="train/agreement", mode="max", patience=t.patience, min_delta=t.min_delta,
-                          check_on_train_epoch_end=True),
+            stopping_rule(cfg),
             ModelCheckpoint(dirpath=checkpoints.checkpoint_dir(student_dir), save_last=True, save_top_k=0,
                             every_n_train_steps=t.checkpoint_every_steps or None),
             LearningRateMonitor(logging_interval="epoch"),
