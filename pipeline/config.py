@@ -254,9 +254,9 @@ class TrainConfig:
     mse: squared error (on raw logits; for regression on standardised targets); relative (regression):
     squared error relative to the squared norm of the teacher's output."""
     patience: int = 10
-    """Epochs without a rise of at least min_delta in training agreement before training stops.
-    Generous, because under the one-cycle schedule agreement stalls at the peak learning rate and
-    climbs again as the rate anneals."""
+    """Epochs without a rise of at least min_delta in training agreement (regression: without any
+    fall of the training loss) before training stops. Generous, because under the one-cycle schedule
+    agreement stalls at the peak learning rate and climbs again as the rate anneals."""
     min_delta: float = 0.0005
     seed: int = 0
     devices: int = field(default=1, metadata=EXECUTION_ONLY)
