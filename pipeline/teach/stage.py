@@ -222,6 +222,7 @@ def run_teacher_stage(cfg: Config) -> TeacherResult:
     if storage.exists(paths.teacher_card):
         card = read_card(paths)
         read_content(paths, card)  # refuses a teacher changed since
+        rundir.record(cfg)  # a directory given a teacher by hand starts its run here
         return TeacherResult(card, "reused", paths.teacher_card)
     seed = load_seed(cfg)
     kind = teacher_kind(cfg)
