@@ -34,6 +34,7 @@ class SeedData:
     test_images: np.ndarray
     test_labels: np.ndarray | None
     classes: list[str] | None  # class names, where the data has labels
+    space: str = "images"  # the input space the rows belong to (pipeline.inputs.space)
 
     @property
     def input_shape(self) -> tuple[int, ...]:

@@ -14,6 +14,7 @@ from typing import Optional
 from pipeline.run import storage
 from pipeline.errors import UserError
 from pipeline.shards.schema import SCHEMA_VERSION
+from pipeline.tasks.task import target_column
 
 MANIFEST_NAME = "manifest.json"
 
@@ -55,7 +56,7 @@ class Manifest:
 
     @property
     def target_column(self) -> str:
-        return "targets" if self.task == "regression" else "logits"
+        return target_column(self.task)
 
     @property
     def complete(self) -> bool:

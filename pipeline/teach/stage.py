@@ -52,7 +52,7 @@ def load_seed(cfg: Config) -> SeedData:
     t = cfg.teacher
     if cfg.data.space == vectors.NAME:
         points = vectors.sample_points(vectors.box_of(cfg.data.parameters), "sobol", cfg.data.seed, PROBE_ROWS)
-        return SeedData(points, None, points[:0], None, None)
+        return SeedData(points, None, points[:0], None, None, space=vectors.NAME)
     try:
         return load_seed_dataset(t.dataset, t.data_root, t.test_fraction, t.seed, t.test_data, t.image_size)
     except ValueError as exc:
@@ -68,8 +68,7 @@ def teacher_kind(cfg: Config) -> str:
 
 
 def _decode(seed: SeedData):
-    name = vectors.NAME if seed.train_images.dtype == vectors.STORED_DTYPE else images.NAME
-    return space.numpy_decoder(name, seed.input_shape)
+    return space.numpy_decoder(seed.space, seed.input_shape)
 
 
 def _factory_kwargs(cfg: Config) -> dict:

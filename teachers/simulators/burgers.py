@@ -119,7 +119,7 @@ def _rate(U: np.ndarray, inv_dx: float, nu_inv_dx2: np.ndarray) -> np.ndarray:
     np.roll copies. F is the flux u^2/2 by MUSCL (van Leer) + Godunov; nu_inv_dx2 is nu / dx^2 per sample,
     [m, 1], in 1/time. In-place operations where possible: this is the inner loop, and fresh temporaries cost
     more than the arithmetic."""
-    n = U.shape[1] - 4
+    # n = U.shape[1] - 4 cells, with two ghost cells on each side.
     d = U[:, 1:] - U[:, :-1]  # d[:, j] = u[j-1] - u[j-2]: the jump into cell j-1, for cells -1 .. n
     right_jump, left_jump = d[:, 1:], d[:, :-1]  # u[i+1] - u[i] and u[i] - u[i-1], for cells i = -1 .. n
     diffusion = d[:, 2:-1] - d[:, 1:-2]  # u[i+1] - 2u[i] + u[i-1] for cells 0 .. n-1
