@@ -51,6 +51,8 @@ class Report:
     first_errors: dict = field(default_factory=dict)  # split -> the teacher's first failure on a batch
     max_rel_error: float | None = None
     rel_error_quantile: str = "p95"
+    # Classification: the worst held-out rows, {"split", "input_space", "rows": [...]} (pipeline.evaluate.worst).
+    gallery: dict | None = None
 
     @property
     def gate_value(self) -> float | None:
@@ -80,7 +82,7 @@ class Report:
         return data
 
     @classmethod
-    def from_dict(cls, data: dict) -> "Report":
+    def from_dict(cls, data: dict) -> Report:
         data = dict(data)
         gate = data.pop("gate", None) or {}
         data["min_agreement"] = gate.get("min_agreement")
@@ -134,9 +136,9 @@ def latency_lines(report: Report) -> list[str]:
     if not lat:
         return []
     t, s, x = lat["teacher"], lat["student"], lat["speedup"]
-    return [f"CPU latency ({lat['threads']} thread(s)), batch 1: teacher {_ms(t['batch1_ms'])}, "
+    return [(f"CPU latency ({lat['threads']} thread(s)), batch 1: teacher {_ms(t['batch1_ms'])}, "
             f"student {_ms(s['batch1_ms'])} ({x['batch1']:.1f}x faster); batch 256: teacher "
-            f"{_ms(t['batch256_ms'])}, student {_ms(s['batch256_ms'])} ({x['batch256']:.1f}x faster)"]
+            f"{_ms(t['batch256_ms'])}, student {_ms(s['batch256_ms'])} ({x['batch256']:.1f}x faster)")]
 
 
 def weakest_classes(report: Report, split: str = "heldout", limit: int = 3) -> list[tuple[str, float]]:
@@ -163,7 +165,9 @@ def gate_line(report: Report) -> str | None:
 
 
 def summary_lines(report: Report) -> list[str]:
-    from pipeline.tasks.metrics import top_confusions  # torchmetrics: imported when a report is shown, not by every CLI command
+    from pipeline.tasks.metrics import (
+        top_confusions,  # torchmetrics: imported when a report is shown, not by every CLI command
+    )
 
     p, a = report.params, report.accuracy
     lines = []

@@ -10,6 +10,8 @@ Then CPU latency of both models, and the report (pipeline.report).
 Every committed row is evaluated exactly once. Shards are dealt whole to the evaluators
 (`assign_shards`): one process, or `eval.workers` Ray tasks, each returning torchmetrics states
 that are merged here. No sampler pads a part to equal length, so nothing is counted twice.
+The held-out scan also keeps its worst rows for the report's gallery (pipeline.evaluate.worst),
+merged the same way.
 """
 
 from __future__ import annotations
@@ -22,25 +24,25 @@ import numpy as np
 import ray
 import torch
 
-from pipeline.evaluate import latency
-from pipeline.run import rundir, storage
 from pipeline import shards
 from pipeline.config import Config
-from pipeline.evaluate.curves import read_curves
 from pipeline.errors import UserError
-from pipeline.tasks.metrics import Outputs, SplitMetrics, per_class_agreement
-from pipeline.run.ray_session import ray_session
+from pipeline.evaluate import latency, regression
+from pipeline.evaluate.curves import read_curves
 from pipeline.evaluate.render import write_report
 from pipeline.evaluate.report import Report
-from pipeline.run.rundir import SPLITS
+from pipeline.evaluate.worst import GALLERY_SIZE, WorstRows
 from pipeline.inputs import space
 from pipeline.resolve import add_code_dir
+from pipeline.run import rundir, storage
+from pipeline.run.ray_session import ray_session
+from pipeline.run.rundir import SPLITS
+from pipeline.tasks.metrics import Outputs, SplitMetrics, per_class_agreement
+from pipeline.tasks.regression import RegressionMetrics
+from pipeline.tasks.task import REGRESSION
 from pipeline.teach.load import load_teacher
 from pipeline.teach.stage import load_seed
 from pipeline.train.student import StudentCard, load_student_dir, student_from
-from pipeline.evaluate import regression
-from pipeline.tasks.regression import RegressionMetrics
-from pipeline.tasks.task import REGRESSION
 from teachers import count_parameters
 
 AGREEMENT_KINDS = ("top1", "top5", "kl", "js")
@@ -59,41 +61,77 @@ def new_metrics(manifest: shards.Manifest, bins: int, tolerance: float) -> Split
     return SplitMetrics(manifest.num_classes, bins)
 
 
+class Scan:
+    """What one pass over (part of) a split gives: its metric states and, when asked for, its worst
+    rows (pipeline.evaluate.worst); parts merge and compute together."""
+
+    def __init__(self, metrics: SplitMetrics | RegressionMetrics, worst: WorstRows | None = None):
+        self.metrics, self.worst = metrics, worst
+
+    def merge(self, other: Scan) -> Scan:
+        self.metrics.merge(other.metrics)
+        if self.worst is not None:
+            self.worst.merge(other.worst)
+        return self
+
+    def compute(self) -> dict:
+        """The metrics' values, plus "worst" (the kept rows, worst first) when worst rows were kept."""
+        values = self.metrics.compute()
+        return values if self.worst is None else {**values, "worst": self.worst.rows}
+
+
+def new_scan(manifest: shards.Manifest, bins: int, tolerance: float, worst: int = 0) -> Scan:
+    """Empty metric states of the manifest's task, and a worst-row keeper for a classification split."""
+    keep = WorstRows(worst) if worst and manifest.task != REGRESSION else None
+    return Scan(new_metrics(manifest, bins, tolerance), keep)
+
+
 @torch.inference_mode()
 def evaluate_shards(student: torch.nn.Module, split_dir: str, manifest: shards.Manifest, indices: list[int],
-                    batch_size: int, bins: int, tolerance: float = 0.01) -> SplitMetrics | RegressionMetrics:
-    """Metric states over every row of the given shards."""
-    part = dataclasses.replace(manifest, shards={i: manifest.shards[i] for i in indices})
-    metrics = new_metrics(manifest, bins, tolerance)
+                    batch_size: int, bins: int, tolerance: float = 0.01, worst: int = 0) -> Scan:
+    """Metric states over every row of the given shards (and their `worst` worst rows, classification).
+    Shard by shard, so each batch knows its rows' positions; the batches are those of one pass."""
+    scan = new_scan(manifest, bins, tolerance, worst)
     decode = space.decode_module(manifest.input_space, manifest.input_shape, manifest.parameters)
     target = manifest.target_column
-    for batch in shards.iter_batches(split_dir, part, batch_size):
-        predicted = student(decode(batch["input"]))
-        if manifest.task == REGRESSION:
-            metrics.update(predicted, batch[target].float())
-        else:
-            metrics.update(Outputs(predicted, batch[target].float()))
-    return metrics
+    for index in indices:
+        record, row = manifest.shards[index], 0
+        one = dataclasses.replace(manifest, shards={index: record})
+        for batch in shards.iter_batches(split_dir, one, batch_size):
+            predicted = student(decode(batch["input"]))
+            if manifest.task == REGRESSION:
+                scan.metrics.update(predicted, batch[target].float())
+                continue
+            teacher = batch[target].float()
+            scan.metrics.update(Outputs(predicted, teacher))
+            if scan.worst is not None:
+                # Shards hold each input flat; the gallery keeps it in its own shape.
+                inputs = batch["input"].reshape(-1, *manifest.input_shape)
+                scan.worst.update(predicted, teacher, inputs, index, record.path, row)
+            row += len(predicted)
+    return scan
 
 
 @ray.remote(num_cpus=1)
 def _evaluate_part(card: StudentCard, weights: bytes, split_dir: str, manifest: shards.Manifest, indices: list[int],
-                   batch_size: int, bins: int, tolerance: float):
+                   batch_size: int, bins: int, tolerance: float, worst: int):
     torch.set_num_threads(1)  # one core per task (num_cpus=1): parallel tasks must not oversubscribe
-    return evaluate_shards(student_from(card, weights), split_dir, manifest, indices, batch_size, bins, tolerance)
+    return evaluate_shards(student_from(card, weights), split_dir, manifest, indices, batch_size, bins, tolerance,
+                           worst)
 
 
 def evaluate_split(student: torch.nn.Module, card: StudentCard, weights, split_dir: str, batch_size: int,
-                   bins: int = 15, workers: int = 1, tolerance: float = 0.01) -> SplitMetrics | RegressionMetrics:
-    """One split's metrics, in this process (workers=1) or in up to `workers` Ray tasks (Ray must be
-    initialized), merged; `weights` may be bytes or a Ray object ref to them."""
+                   bins: int = 15, workers: int = 1, tolerance: float = 0.01, worst: int = 0) -> Scan:
+    """One split's metrics (and its `worst` worst rows), in this process (workers=1) or in up to
+    `workers` Ray tasks (Ray must be initialized), merged; `weights` may be bytes or a Ray object ref."""
     manifest = shards.require_manifest(split_dir)
     parts = min(workers, len(manifest.shards))
     if parts <= 1:
-        return evaluate_shards(student, split_dir, manifest, sorted(manifest.shards), batch_size, bins, tolerance)
+        return evaluate_shards(student, split_dir, manifest, sorted(manifest.shards), batch_size, bins, tolerance,
+                               worst)
     refs = [_evaluate_part.remote(card, weights, split_dir, manifest, assign_shards(manifest, p, parts), batch_size,
-                                  bins, tolerance) for p in range(parts)]
-    return functools.reduce(lambda a, b: a.merge(b), ray.get(refs), new_metrics(manifest, bins, tolerance))
+                                  bins, tolerance, worst) for p in range(parts)]
+    return functools.reduce(lambda a, b: a.merge(b), ray.get(refs), new_scan(manifest, bins, tolerance, worst))
 
 
 @torch.inference_mode()
@@ -129,8 +167,11 @@ def _evaluate_splits(cfg: Config, paths: rundir.RunPaths, student, card: Student
     parallel = e.workers > 1
     with ray_session(cfg.address, cfg.code_dir) if parallel else contextlib.nullcontext():
         shared = ray.put(weights) if parallel else weights  # one copy for all the tasks
+        # Only the held-out split keeps its worst rows: the gallery shows what the student gets wrong
+        # on inputs it never trained on.
         return {s: evaluate_split(student, card, shared, paths.split(s), e.batch_size, e.calibration_bins,
-                                  e.workers, cfg.task.tolerance).compute() for s in SPLITS}
+                                  e.workers, cfg.task.tolerance, GALLERY_SIZE if s == "heldout" else 0).compute()
+                for s in SPLITS}
 
 
 def regression_report(cfg: Config, paths: rundir.RunPaths, student, card: StudentCard, weights: bytes,
@@ -178,6 +219,9 @@ def run_eval_stage(cfg: Config) -> Report:
         return report
     seed = load_seed(cfg)
     values = _evaluate_splits(cfg, paths, student, student_card, weights)
+    gallery = {"split": "heldout", "input_space": student_card.input_space,
+               "parameters": [p["name"] for p in student_card.parameters or []],
+               "rows": values["heldout"].pop("worst", [])}
     test = evaluate_real(student, teacher, seed.test_images, seed.test_labels, student_card.input_space,
                          teacher_card.num_outputs, cfg.eval.batch_size, cfg.eval.calibration_bins).compute()
     values["test"] = test
@@ -202,6 +246,7 @@ def run_eval_stage(cfg: Config) -> Report:
         latency=lat,
         curves=read_curves(paths.student_dir),
         sweep=storage.read_json(paths.sweep_json) if storage.exists(paths.sweep_json) else None,
+        gallery=gallery,
     )
     write_report(paths, report)
     return report
