@@ -1,20 +1,27 @@
 """The report rendered from a tiny trained run: report.json (the contract and its extensions),
-report.md, a self-contained report.html, and the PNG figures."""
+report.md, a self-contained report.html whose every embedded image decodes, the PNG figures, and
+the gallery of the worst held-out rows."""
 
 import base64
 import dataclasses
+import io
 import json
 import re
 import shutil
+from html.parser import HTMLParser
+from pathlib import Path
 
+import numpy as np
 import pytest
+from PIL import Image
 
 from pipeline import shards
-from pipeline.evaluate.stage import run_eval_stage
 from pipeline.evaluate.render import markdown, write_report
 from pipeline.evaluate.report import Report, terminal_summary
-from pipeline.run.rundir import RunPaths
+from pipeline.evaluate.stage import run_eval_stage
+from pipeline.evaluate.worst import GALLERY_SIZE, decode_input
 from pipeline.inputs.images import decode_numpy
+from pipeline.run.rundir import RunPaths
 from pipeline.teach.load import load_teacher
 from pipeline.teach.stage import load_seed
 from teachers import accuracy
@@ -84,15 +91,19 @@ def test_latency_and_curves_are_in_the_report(evaluated):
 def test_markdown_html_and_figures_are_written(evaluated):
     cfg, report, _ = evaluated
     root = RunPaths(cfg.out).root
-    figures = {name: open(f"{root}/plots/{name}.png", "rb").read()
+    figures = {name: Path(f"{root}/plots/{name}.png").read_bytes()
                for name in ("curves", "per_class", "reliability", "confusion")}
+    thumbnails = [p.read_bytes() for p in sorted((Path(root) / "plots" / "worst").iterdir())]
+    assert len(thumbnails) == len(report.gallery["rows"])
     assert all(png.startswith(PNG_MAGIC) for png in figures.values())
-    md = open(f"{root}/report.md").read()
+    md = Path(f"{root}/report.md").read_text()
     assert "top-1 agreement" in md and "promotion gate" in md
     assert all(f"(plots/{name}.png)" in md for name in figures)
-    html = open(f"{root}/report.html").read()
+    assert "## Worst held-out disagreements" in md and "(plots/worst/01.png)" in md
+    html = Path(f"{root}/report.html").read_text()
     embedded = [base64.b64decode(b) for b in re.findall(r'src="data:image/png;base64,([A-Za-z0-9+/=]+)"', html)]
-    assert sorted(embedded) == sorted(figures.values())  # each figure embedded, exactly the PNGs on disk
+    # Each figure and thumbnail embedded: exactly the PNGs on disk.
+    assert sorted(embedded) == sorted([*figures.values(), *thumbnails])
     assert "src=\"plots/" not in html and "<link" not in html  # self-contained: nothing fetched beside it
     assert "Promotion gate PASSED" in html
     assert f"{report.agreement['heldout']['top1']:.4f}" in html
@@ -109,10 +120,62 @@ def test_the_report_round_trips_through_json(evaluated):
 
 
 def test_a_report_without_latency_curves_or_sweep_still_renders(evaluated, tmp_path):
-    _, report, data = evaluated
+    data = evaluated[2]
     bare = Report.from_dict({**data, "latency": None, "curves": {}, "sweep": None, "gate": {"min_agreement": 1.0}})
     paths = RunPaths(str(tmp_path))
     write_report(paths, bare)
-    assert sorted(p.name for p in (tmp_path / "plots").iterdir()) == ["confusion.png", "per_class.png", "reliability.png"]
+    assert sorted(p.name for p in (tmp_path / "plots").iterdir()) == [
+        "confusion.png", "per_class.png", "reliability.png", "worst"]
     html = (tmp_path / "report.html").read_text()
     assert "Promotion gate FAILED" in html and "CPU latency" not in html
+
+
+class _Images(HTMLParser):
+    """Every <img> of a page: its src, and the class of the element it sits in."""
+
+    def __init__(self):
+        super().__init__()
+        self.images, self.classes = [], []
+
+    def handle_starttag(self, tag, attrs):
+        attrs = dict(attrs)
+        self.classes.append(attrs.get("class") or "")
+        if tag == "img":
+            self.images.append(attrs.get("src") or "")
+
+
+def test_every_embedded_image_decodes(evaluated):
+    cfg, report, _ = evaluated
+    page = _Images()
+    page.feed((Path(cfg.out) / "report.html").read_text())
+    assert len(page.images) == 4 + len(report.gallery["rows"])  # curves, per class, reliability, confusion
+    for src in page.images:
+        head, _, data = src.partition(",")
+        assert head == "data:image/png;base64", head[:40]  # nothing fetched from beside the page
+        image = Image.open(io.BytesIO(base64.b64decode(data, validate=True)))
+        image.verify()  # the whole stream, checksums included
+        assert image.format == "PNG" and 48 <= min(image.size) and max(image.size) <= 3000, image.size
+    assert page.classes.count("gallery") == 1
+    assert page.classes.count("card disagrees") == sum(not r["agrees"] for r in report.gallery["rows"])
+
+
+def test_the_gallery_holds_the_worst_heldout_rows(evaluated):
+    cfg, _, data = evaluated
+    rows = data["gallery"]["rows"]
+    split_dir = RunPaths(cfg.out).split("heldout")
+    manifest = shards.require_manifest(split_dir)
+    assert len(rows) == min(GALLERY_SIZE, manifest.rows) and data["gallery"]["input_space"] == "images"
+    keys = [(r["agrees"], -r["kl"], r["shard"], r["row"]) for r in rows]
+    assert keys == sorted(keys)  # disagreements first, then the largest KL
+    disagreeing = manifest.rows - sum(data["confusion"]["heldout"][i][i] for i in range(len(data["classes"])))
+    assert sum(not r["agrees"] for r in rows) == min(len(rows), disagreeing)
+    for r in rows[:3]:  # each kept input is the stored row its shard file and row name
+        record = manifest.shards[r["shard"]]
+        assert record.path == r["file"]
+        one = dataclasses.replace(manifest, shards={r["shard"]: record})
+        stored = next(shards.iter_batches(split_dir, one, record.rows))["input"][r["row"]].numpy()
+        assert np.array_equal(decode_input(r["input"]).reshape(-1), stored)
+        assert list(decode_input(r["input"]).shape) == manifest.input_shape
+        assert r["agrees"] == (r["teacher"][0][0] == r["student"][0][0])
+        assert all(0 <= p <= 1 for _, p in r["teacher"] + r["student"])
+    assert len(json.dumps(data["gallery"])) < 64 * 1024  # report.json stays small

@@ -14,9 +14,9 @@ import matplotlib
 
 matplotlib.use("Agg")  # never try to open a window, whatever the environment says
 
-from matplotlib.backends.backend_agg import FigureCanvasAgg  # noqa: E402
-from matplotlib.figure import Figure  # noqa: E402
-from matplotlib.ticker import FuncFormatter, LogLocator, MaxNLocator, NullFormatter  # noqa: E402
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+from matplotlib.ticker import FuncFormatter, LogLocator, MaxNLocator, NullFormatter
 
 DPI = 110
 TEACHER_COLOR, STUDENT_COLOR, HELDOUT_COLOR = "#1f77b4", "#d62728", "#2ca02c"
@@ -30,47 +30,95 @@ def _png(fig: Figure) -> bytes:
     return buffer.getvalue()
 
 
-def training_curves(curves: dict) -> bytes:
-    """Loss and agreement per epoch, training and held-out."""
+def percent(value: float) -> str:
+    """A share as a percentage with the digits a small one needs: 12%, 1.5%, 0.25%, 0.031%."""
+    if value == 0:
+        return "0%"
+    digits = max(0, min(3, 1 - math.floor(math.log10(abs(value) * 100))))
+    return f"{value * 100:.{digits}f}%"
+
+
+def _log_percent_axis(ax) -> None:
+    # Ticks at 1-2-5 steps written as percentages: a range narrower than a decade still gets ticks.
+    ax.set_yscale("log")
+    ax.yaxis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))
+    ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: percent(v)))
+    ax.yaxis.set_minor_formatter(NullFormatter())
+
+
+def training_curves(curves: dict, task: str = "classification") -> bytes:
+    """Loss and disagreement (1 - agreement) per epoch, training and held-out, both on log scales: a
+    student's last percent of disagreement, invisible on a 0..1 axis, is where it still improves.
+    An epoch with no disagreement at all is drawn as a hollow marker on the axis's floor."""
     fig = Figure(figsize=(9, 3.6))
-    loss_ax, agree_ax = fig.subplots(1, 2)
+    loss_ax, gap_ax = fig.subplots(1, 2)
     epochs = curves.get("epoch", [])
-    for ax, metric, title in ((loss_ax, "loss", "distillation loss"), (agree_ax, "agreement", "top-1 agreement")):
-        for split, label, style in (("train", "training shards", "-o"), ("val", "held-out shards", "--s")):
-            values = curves.get(f"{split}/{metric}")
-            if values:
-                points = [(e, v) for e, v in zip(epochs, values) if v is not None]
-                ax.plot([p[0] for p in points], [p[1] for p in points], style, label=label, markersize=4)
-        ax.set_title(title)
+    series = (("train", "training shards", "-o"), ("val", "held-out shards", "--s"))
+    colors = (TEACHER_COLOR, HELDOUT_COLOR)
+    for (split, label, style), color in zip(series, colors):
+        points = [(e, v) for e, v in zip(epochs, curves.get(f"{split}/loss") or []) if v is not None]
+        loss_ax.plot([p[0] for p in points], [p[1] for p in points], style, color=color, label=label, markersize=4)
+    losses = [v for split, _, _ in series for v in curves.get(f"{split}/loss") or [] if v is not None]
+    if losses and min(losses) > 0:
+        loss_ax.set_yscale("log")
+        loss_ax.yaxis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))
+        loss_ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+        loss_ax.yaxis.set_minor_formatter(NullFormatter())
+    gaps = {split: [(e, 1.0 - v) for e, v in zip(epochs, curves.get(f"{split}/agreement") or []) if v is not None]
+            for split, _, _ in series}
+    positive = [g for points in gaps.values() for _, g in points if g > 0]
+    floor = min(positive) / 3 if positive else 1e-3
+    for (split, label, style), color in zip(series, colors):
+        points = gaps[split]
+        if not points:
+            continue
+        gap_ax.plot([e for e, _ in points], [max(g, floor) for _, g in points], style, color=color, markersize=4,
+                    label=f"{label} (last {percent(points[-1][1])})")
+        zeros = [e for e, g in points if g <= 0]
+        gap_ax.plot(zeros, [floor] * len(zeros), "o", color=color, markerfacecolor="white", markersize=7)
+    what = "outside tolerance (1 − within)" if task == "regression" else "top-1 disagreement (1 − agreement)"
+    for ax, title in ((loss_ax, "distillation loss"), (gap_ax, what)):
+        ax.set_title(title + (" (log scale)" if ax.get_yscale() == "log" else ""))
         ax.set_xlabel("epoch")
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-        ax.grid(alpha=0.3)
+        ax.grid(alpha=0.3, which="both")
         if ax.has_data():
-            ax.legend()
-    agree_ax.set_ylim(top=1.0)
+            ax.legend(fontsize=8)
+    if positive:
+        _log_percent_axis(gap_ax)
+        gap_ax.set_ylim(floor / 1.5, min(1.0, max(positive) * 1.5))
     return _png(fig)
 
 
-def per_class_agreement(per_class: dict[str, list], classes: list[str]) -> bytes:
-    """Top-1 agreement within each teacher class, one bar per split."""
+def per_class_disagreement(per_class: dict[str, list], classes: list[str]) -> bytes:
+    """Disagreement (1 - top-1 agreement) within each teacher class, one bar per split, on an axis
+    from 0 to the largest: at 98-100% agreement the classes differ by a percent or two, which a 0..1
+    agreement axis flattens. Each bar's value is written on it while the bars are few enough to read."""
     splits = [s for s, v in per_class.items() if v]
-    fig = Figure(figsize=(max(6.0, 0.6 * len(classes) * max(1, len(splits)) / 2 + 3), 3.6))
+    # Wider with more bars, up to a page's width (beyond that the bars get thinner, not the page wider).
+    fig = Figure(figsize=(min(18.0, max(6.0, 0.3 * len(classes) * max(1, len(splits)) + 3)), 3.8))
     ax = fig.subplots()
     width = 0.8 / max(1, len(splits))
+    labelled = len(classes) * len(splits) <= 40
     for i, split in enumerate(splits):
-        values = [v if v is not None else 0.0 for v in per_class[split]]
+        gaps = [None if v is None else 1.0 - v for v in per_class[split]]
         xs = [c + (i - (len(splits) - 1) / 2) * width for c in range(len(classes))]
-        ax.bar(xs, values, width, label=split)
-    ax.set_xticks(range(len(classes)), classes, rotation=45 if len(classes) > 12 else 0)
-    low = min((v for s in splits for v in per_class[s] if v is not None), default=0.0)
-    ax.set_ylim(max(0.0, low - 0.05), 1.12)  # headroom for the legend above the bars
-    ax.set_yticks([t for t in ax.get_yticks() if t <= 1.0])
+        bars = ax.bar(xs, [g or 0.0 for g in gaps], width, label=split)
+        if labelled:
+            ax.bar_label(bars, ["–" if g is None else percent(g) for g in gaps], fontsize=7, rotation=90, padding=2)
+    many = len(classes) > 30
+    ax.set_xticks(range(len(classes)), classes, rotation=90 if many else 45 if len(classes) > 12 else 0,
+                  fontsize=6 if many else None)
+    top = max((1.0 - v for s in splits for v in per_class[s] if v is not None), default=0.0) or 0.01
+    ax.set_ylim(0, top * (1.35 if labelled else 1.1))  # room for the written values and the legend
+    ax.set_yticks([t for t in ax.get_yticks() if t <= 1.0])  # no ticks above 100%
+    ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: percent(v)))
     ax.set_xlabel("teacher's class")
-    ax.set_ylabel("top-1 agreement")
-    ax.set_title("agreement per class")
+    ax.set_ylabel("disagreement (1 − agreement)")
+    ax.set_title("disagreement per class (lower is better)")
     ax.grid(axis="y", alpha=0.3)
     if splits:
-        ax.legend(loc="upper center", ncol=len(splits), fontsize=8)
+        ax.legend(loc="upper right", ncol=len(splits), fontsize=8)
     return _png(fig)
 
 

@@ -78,8 +78,8 @@ def figures(report) -> dict[str, tuple[str, bytes]]:
     details = (report.regression or {}).get("details") or {}
     out: dict[str, tuple[str, bytes]] = {}
     if details.get("scatter"):
-        out["predicted_vs_true"] = ("Held-out outputs: the student's values against the simulator's (the line is "
-                                    "perfect agreement).", predicted_vs_true(details))
+        out["predicted_vs_true"] = (("Held-out outputs: the student's values against the simulator's (the line is "
+                                    "perfect agreement)."), predicted_vs_true(details))
     if details.get("histogram"):
         out["error_histogram"] = ("Per-sample relative L2 error on the held-out shards.",
                                   error_histogram(details, report.regression.get("tolerance")))
@@ -87,6 +87,6 @@ def figures(report) -> dict[str, tuple[str, bytes]]:
         out["worst"] = ("The held-out samples with the largest errors, simulator and student side by side.",
                         worst_samples(details))
     if details.get("heatmap"):
-        out["heatmap"] = ("Where in the parameter box the error sits: the mean held-out error on a grid of two "
-                          "parameters.", error_heatmap(details))
+        out["heatmap"] = (("Where in the parameter box the error sits: the mean held-out error on a grid of two "
+                          "parameters."), error_heatmap(details))
     return out

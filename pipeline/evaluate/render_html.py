@@ -6,10 +6,19 @@ from __future__ import annotations
 import base64
 from html import escape
 
-from pipeline.tasks.metrics import METRICS, top_confusions
+from pipeline.evaluate import gallery
 from pipeline.evaluate.report import (
-    Report, kwargs_text, agreement_table, gate_line, latency_lines, regression_lines, regression_table, summary_lines, sweep_table,
+    Report,
+    agreement_table,
+    gate_line,
+    kwargs_text,
+    latency_lines,
+    regression_lines,
+    regression_table,
+    summary_lines,
+    sweep_table,
 )
+from pipeline.tasks.metrics import METRICS, top_confusions
 
 STYLE = """
 body { font-family: system-ui, sans-serif; max-width: 1100px; margin: 2em auto; padding: 0 1em; color: #222; }
@@ -92,7 +101,8 @@ def regression_page(report: Report, figs: dict[str, tuple[str, bytes]]) -> str:
     return "\n".join(p for p in parts if p)
 
 
-def html_page(report: Report, figs: dict[str, tuple[str, bytes]]) -> str:
+def html_page(report: Report, figs: dict[str, tuple[str, bytes]], thumbnails: list[bytes | None] | None = None) -> str:
+    """The page; `thumbnails` are the gallery's (drawn here when not given)."""
     if report.task == "regression":
         return regression_page(report, figs)
     t, s = report.teacher, report.student
@@ -107,9 +117,10 @@ def html_page(report: Report, figs: dict[str, tuple[str, bytes]]) -> str:
     summary = "".join(f"<li>{escape(line)}</li>" for line in summary_lines(report) if not line.startswith("promotion"))
     parts = [
         "<!doctype html><html><head><meta charset='utf-8'><title>Distillation report</title>",
-        f"<style>{STYLE}</style></head><body>",
+        f"<style>{STYLE}{gallery.STYLE}</style></head><body>",
         "<h1>Distillation report</h1>", f"<p>{intro}</p>", _gate(report),
         "<h2>Student–teacher agreement</h2>", _table(agreement_table(report)), f"<ul>{summary}</ul>",
+        gallery.html_section(report, gallery.thumbnails(report) if thumbnails is None else thumbnails),
     ]
     if latency_lines(report):
         lat = report.latency
