@@ -6,10 +6,12 @@
     python -m pipeline eval DIR --min-agreement 0.99 exit 3 if held-out agreement is below the bar
     python -m pipeline sweep DIR --sweep.widths '[8,32,128]'
                                                      students of several sizes: the smallest reaching the target
+    python -m pipeline promote DIR --registry REG    serve DIR's student if no worse than REG's current one
+    python -m pipeline rollback --registry REG       serve the version before the current one again
 
 Every config key is an option (`--train.max_epochs 5`), and `--config FILE.yaml` overrides defaults.
 Exit codes: 0 ok, 1 user error (missing/corrupt file, mismatched teacher or output directory),
-2 bad config or usage, 3 promotion gate failed.
+2 bad config or usage, 3 promotion gate failed or promotion refused.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from pipeline.config import Config
 from pipeline.errors import EXIT_CONFIG_ERROR, EXIT_GATE_FAILED, EXIT_OK, EXIT_USER_ERROR, UserError
 from pipeline.run.lock import output_lock
 from pipeline.evaluate.report import gate_line, terminal_summary
+from pipeline.promote import cli as registry_cli
 
 
 def _teacher(cfg: Config) -> None:
@@ -141,6 +144,10 @@ def build_parser() -> ArgumentParser:
         sub.add_argument("--config", action=ActionConfigFile, help="A YAML file of config values.")
         sub.add_class_arguments(Config, as_group=False)
         subcommands.add_subcommand(name, sub, help=help_text)
+    for name, help_text in registry_cli.COMMANDS.items():  # promote, rollback: a registry, not a run's config
+        sub = ArgumentParser(description=help_text, exit_on_error=False)
+        registry_cli.add_arguments(sub, name)
+        subcommands.add_subcommand(name, sub, help=help_text)
     return parser
 
 
@@ -164,6 +171,8 @@ def _to_config(parser: ArgumentParser, ns) -> Config:
 def parse(argv: list[str]) -> tuple[str, Config]:
     parser = build_parser()
     ns = parser.parse_args(argv)
+    if ns.stage in registry_cli.COMMANDS:
+        return ns.stage, registry_cli.to_config(ns.stage, ns[ns.stage])
     out = getattr(ns[ns.stage], "dir", None) or ns[ns.stage].out
     saved = rundir.saved_config_path(out)
     if ns.stage != "run" and saved and argv and argv[0] == ns.stage:
@@ -189,6 +198,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if stage == "verify":  # reads only: no lock, so it can check a run that is in progress
             return _verify(cfg)
+        if stage in registry_cli.COMMANDS:  # reads the run; locks the registry it writes
+            return registry_cli.run(stage, cfg)
         with output_lock(cfg.out):
             return STAGES[stage][0](cfg) or EXIT_OK
     except UserError as exc:

@@ -21,10 +21,12 @@ from pipeline.errors import UserError
 
 LOCK_NAME = ".lock"
 _held: set[str] = set()  # lock paths this process holds
+RUN_BUSY = "{out} is in use by another run ({holder}); wait for it to finish or use another --out."
 
 
 @contextmanager
-def output_lock(out: str) -> Iterator[None]:
+def output_lock(out: str, busy: str = RUN_BUSY) -> Iterator[None]:
+    """Hold DIR/.lock for the block. `busy` is the error when another process holds it ({out}, {holder})."""
     local = storage.local_path(out)
     if local is None:
         yield
@@ -41,7 +43,7 @@ def output_lock(out: str) -> Iterator[None]:
     except BlockingIOError:
         holder = os.pread(fd, 200, 0).decode(errors="replace").strip() or "another process"
         os.close(fd)
-        raise UserError(f"{out} is in use by another run ({holder}); wait for it to finish or use another --out.")
+        raise UserError(busy.format(out=out, holder=holder))
     os.ftruncate(fd, 0)
     os.pwrite(fd, f"pid {os.getpid()} on {socket.gethostname()}\n".encode(), 0)
     _held.add(path)
