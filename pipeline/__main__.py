@@ -61,7 +61,10 @@ def _train(cfg: Config) -> None:
 def _eval(cfg: Config) -> int:
     from pipeline.evaluate.stage import run_eval_stage
 
-    report = run_eval_stage(cfg)
+    return _summary(cfg, run_eval_stage(cfg))
+
+
+def _summary(cfg: Config, report) -> int:
     print(terminal_summary(report))
     print(f"report: {rundir.RunPaths(cfg.out).report_json} (and report.md, report.html)")
     if report.gate_passed is False:
@@ -99,11 +102,17 @@ def _verify(cfg: Config) -> int:
 
 
 def _run(cfg: Config) -> int:
+    from pipeline.evaluate.finished import finished_report
     from pipeline.resolve import add_code_dir
     from pipeline.train.student import check_student_arch
 
     add_code_dir(cfg.code_dir)
     check_student_arch(cfg.student)  # a student that names nothing stops the run before hours of labeling
+    report = finished_report(cfg)
+    if report is not None:  # every stage would only reuse what is there
+        print(f"nothing to do: {cfg.out} is finished with this config and teacher")
+        gate = {k: getattr(cfg.eval, k) for k in ("min_agreement", "max_rel_error", "rel_error_quantile")}
+        return _summary(cfg, dataclasses.replace(report, **gate))
     _teacher(cfg)
     _label(cfg)
     _train(cfg)
