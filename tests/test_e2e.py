@@ -37,8 +37,8 @@ def test_rerun_is_idempotent(tiny_run):
     before = open(os.path.join(out, "student", "student.safetensors"), "rb").read()
     proc = cli("run", "--config", TINY, "--out", out)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    assert "teacher reused" in proc.stdout and "student reused" in proc.stdout
-    assert "0 written" in proc.stdout
+    assert f"nothing to do: {out} is finished with this config and teacher" in proc.stdout
+    assert "teacher reused" not in proc.stdout and "top-1 agreement" in proc.stdout  # no stage ran; the summary
     assert open(os.path.join(out, "student", "student.safetensors"), "rb").read() == before
 
 
