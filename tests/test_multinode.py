@@ -1,0 +1,103 @@
+"""A real multi-node Ray run: a head and a worker node started as separate `ray start` processes on
+this machine, sharing one token (token authentication on), and `python -m pipeline run --address`
+on them with two teacher actors, one per node (the label pool spreads its actors).
+
+The cluster lives in a Ray directory of its own (RAY_TMPDIR), so no other Ray on the machine finds
+it or is found by it. Teardown ends exactly the processes of the two `ray start` sessions, by session
+id: `ray stop` would end every Ray process of the machine's user, other tests' and other people's too.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from types import SimpleNamespace
+
+import psutil
+import pytest
+
+from pipeline import shards
+from pipeline.run.rundir import RunPaths
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+RAY = os.path.join(os.path.dirname(sys.executable), "ray")
+# The smallest run that still trains and evaluates; 4 training shards, so each actor gets some.
+SMALL = ["--teacher.epochs", "1", "--data.shards", "4", "--data.samples_per_shard", "256", "--train.max_epochs", "1",
+         "--train.preflight", "false", "--eval.latency", "false"]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def end_sessions(sessions: list[int], grace_s: float = 5.0) -> None:
+    """SIGTERM every process of these sessions, then SIGKILL what is left after `grace_s`."""
+    def members() -> list[psutil.Process]:
+        found = []
+        for proc in psutil.process_iter():
+            try:
+                if os.getsid(proc.pid) in sessions and proc.status() != psutil.STATUS_ZOMBIE:
+                    found.append(proc)
+            except (psutil.Error, ProcessLookupError, PermissionError):
+                pass
+        return found
+
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        for proc in members():
+            try:
+                proc.send_signal(sig)
+            except psutil.Error:
+                pass
+        deadline = time.monotonic() + grace_s
+        while members() and time.monotonic() < deadline:
+            time.sleep(0.2)
+
+
+@pytest.fixture
+def cluster():
+    ray_tmp = tempfile.mkdtemp(prefix="dmn", dir="/tmp")  # short: Ray's socket paths are limited in length
+    env = {**os.environ, "RAY_TMPDIR": ray_tmp, "RAY_ADDRESS": "", "RAY_AUTH_MODE": "token",
+           "RAY_AUTH_TOKEN": secrets.token_hex(32)}
+    port = free_port()
+    sessions: list[int] = []
+
+    def ray_start(*args: str) -> None:
+        proc = subprocess.Popen([RAY, "start", *args, "--num-cpus=1", "--node-ip-address=127.0.0.1",
+                                 f"--dashboard-agent-listen-port={free_port()}", "--disable-usage-stats"],
+                                env=env, cwd=ROOT, start_new_session=True, text=True,
+                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        sessions.append(proc.pid)  # its daemons stay in the session it leads
+        output, _ = proc.communicate(timeout=180)
+        assert proc.returncode == 0, output[-3000:]
+
+    try:
+        ray_start("--head", f"--port={port}", "--include-dashboard=false", f"--dashboard-port={free_port()}",
+                  f"--ray-client-server-port={free_port()}")
+        ray_start(f"--address=127.0.0.1:{port}")
+        yield SimpleNamespace(address=f"127.0.0.1:{port}", env=env)
+    finally:
+        end_sessions(sessions)
+        shutil.rmtree(ray_tmp, ignore_errors=True)
+
+
+def test_shards_are_labeled_on_both_nodes(cluster, tmp_path):
+    out = tmp_path / "run"
+    proc = subprocess.run(
+        [sys.executable, "-m", "pipeline", "run", "--address", cluster.address, "--out", str(out),
+         "--config", os.path.join(ROOT, "pipeline", "configs", "tiny.yaml"), "--label.actors", "2", *SMALL],
+        env=cluster.env, cwd=ROOT, capture_output=True, text=True, timeout=500, start_new_session=True,
+        check=False)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    manifest = shards.require_manifest(RunPaths(str(out)).split("train"))
+    nodes = {record.node for record in manifest.records()}
+    assert len(nodes) == 2 and "" not in nodes, nodes  # the two `ray start` nodes each labeled shards
+    assert (out / "report.json").exists()
