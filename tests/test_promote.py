@@ -20,6 +20,7 @@ from types import SimpleNamespace
 import pytest
 import torch
 
+from pipeline import shards
 from pipeline.__main__ import main
 from pipeline.errors import (
     EXIT_CONFIG_ERROR,
@@ -30,6 +31,7 @@ from pipeline.errors import (
 )
 from pipeline.evaluate.finished import finished_report
 from pipeline.promote import faults, registry
+from pipeline.promote.compare import Score, check_comparable, decide
 from pipeline.promote.registry import current_student_dir
 from pipeline.promote.stage import (
     PromoteConfig,
@@ -223,6 +225,28 @@ def test_user_errors_are_one_line_and_write_nothing(runs, tmp_path, capsys):
     (reg / "current").write_text("v0009\n")
     assert promote(runs.good, reg) == EXIT_USER_ERROR
     assert "damaged" in one_error_line(capsys)
+
+
+def test_a_regression_compares_relative_error_lower_is_better():
+    def verdict(challenger: float, champion: float | None, max_rel_error: float | None = None):
+        held = Score(champion, {"samples": 64}) if champion else None
+        return decide("regression", Score(challenger, {"samples": 64}), held, champion and "v0001", 0.001,
+                      None, max_rel_error, "p95")
+
+    assert verdict(0.0100, None).promote  # first version
+    assert verdict(0.0105, 0.0100).promote  # worse, within the tolerance
+    refused = verdict(0.0120, 0.0100)
+    assert not refused.promote and "above the champion v0001's" in refused.reason
+    assert not verdict(0.02, None, max_rel_error=0.01).promote  # the gate, even into an empty registry
+
+
+def test_a_champion_that_takes_other_inputs_cannot_be_compared(runs):
+    _, card, _ = load_student_dir(f"{runs.good}/student")
+    manifest = shards.require_manifest(f"{runs.good}/shards/heldout")
+    check_comparable(card, manifest, "v0001", "heldout")  # the same shapes: fine
+    other = dataclasses.replace(card, input_shape=[3, 32, 32])
+    with pytest.raises(UserError, match=r"champion v0001 .* cannot be compared"):
+        check_comparable(other, manifest, "v0001", "heldout")
 
 
 def test_run_on_a_finished_directory_does_no_work_and_says_so(trained_run, tmp_path, capsys):
