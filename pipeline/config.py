@@ -275,6 +275,15 @@ class TrainConfig:
     down to 5% of its start within preflight_steps); stop with an error if it cannot."""
     preflight_steps: int = field(default=500, metadata=EXECUTION_ONLY)
     """Optimizer steps the preflight may take (it stops as soon as the loss is low enough)."""
+    memory_budget_mb: Optional[int] = field(default=None, metadata=EXECUTION_ONLY)
+    """MiB of training and held-out data this machine may hold in memory, for all its ranks
+    together. Splits that fit are read once into tensors (onto the GPU when training there);
+    larger ones stream from the shards with flat memory. Same batches either way. None: a quarter
+    of the machine's memory."""
+    val_every_epochs: int = field(default=5, metadata=EXECUTION_ONLY)
+    """Epochs between passes over the held-out shards during training (and always after the
+    last). Informative only: nothing stops or is chosen on it, and the eval stage measures the
+    held-out split exactly."""
     checkpoint_every_steps: int = field(default=200, metadata=EXECUTION_ONLY)
     """Optimizer steps between checkpoints (DIR/student/checkpoints/last.ckpt), so a killed run loses
     at most this many steps. 0: only at the end of each epoch."""
@@ -286,13 +295,16 @@ class TrainConfig:
     resumes on the same hardware, at some cost in speed on GPU."""
 
     def __post_init__(self) -> None:
-        for key in ("max_epochs", "batch_size", "patience", "devices", "num_workers", "preflight_steps"):
+        for key in ("max_epochs", "batch_size", "patience", "devices", "num_workers", "preflight_steps",
+                    "val_every_epochs"):
             _check(getattr(self, key) >= 1, f"train.{key} must be at least 1, got {getattr(self, key)}.")
         _check(self.lr > 0, f"train.lr must be positive, got {self.lr}.")
         _check(self.temperature > 0, f"train.temperature must be positive, got {self.temperature}.")
         _check(self.loader_workers is None or self.loader_workers >= 0,
                f"train.loader_workers must be at least 0, got {self.loader_workers}.")
         _check(self.accelerator in ("auto", "cpu", "gpu", "cuda"), f"train.accelerator must be auto, cpu or gpu, got {self.accelerator!r}.")
+        _check(self.memory_budget_mb is None or self.memory_budget_mb >= 0,
+               f"train.memory_budget_mb must be at least 0, got {self.memory_budget_mb}.")
         _check(self.checkpoint_every_steps >= 0,
                f"train.checkpoint_every_steps must be at least 0, got {self.checkpoint_every_steps}.")
         _check(self.num_workers == 1 or self.devices == 1,

@@ -14,13 +14,12 @@ from __future__ import annotations
 import lightning as L
 import torch
 import torch.nn as nn
-from torchmetrics import MeanMetric, Metric
-from torchmetrics.classification import MulticlassAccuracy
 
 from students.losses import LOSSES, REGRESSION_LOSSES, relative_error
 from students.scale import OutputScale
 
 SCHEDULES = ("onecycle", "cosine", "constant")
+PROGRESS_EVERY_CALLS = 4  # training_step calls between the loss values the progress bar shows
 
 
 class DistillationModule(L.LightningModule):
@@ -49,93 +48,141 @@ class DistillationModule(L.LightningModule):
         self.loss_fn = losses[loss]
         self.target_scale, self.tolerance = target_scale, tolerance
         self.save_hyperparameters(ignore=["student", "decode", "target_scale"])
-        if self.regression:  # the share of rows within tolerance
-            self.train_agreement, self.val_agreement = MeanMetric(), MeanMetric()
-        else:  # validate_args=False: the per-step input checks cost more than the update itself.
-            self.train_agreement = MulticlassAccuracy(num_classes, top_k=1, average="micro", validate_args=False)
-            self.val_agreement = MulticlassAccuracy(num_classes, top_k=1, average="micro", validate_args=False)
-        self.train_loss = MeanMetric()  # epoch mean, synced across ranks once per epoch, not per step
-        self._restored_epoch_metrics: dict | None = None
+        self.automatic_optimization = False  # training_step takes its own steps, see there
+        # Epoch sums kept as plain tensors: [rows agreeing, loss * rows, rows]. One in-place add a
+        # step; reduced over ranks and logged once an epoch. (Logging metric objects every step
+        # costs more than a small student's whole step.)
+        self.train_sums = torch.zeros(3, dtype=torch.float64)
+        self.val_sums = torch.zeros(3, dtype=torch.float64)
+        self._restored_train_sums: torch.Tensor | None = None
 
     def forward(self, inputs: torch.Tensor) -> torch.Tensor:
         return self.student(self.decode(inputs))
 
-    def _shared_step(self, batch: dict) -> tuple[torch.Tensor, tuple]:
-        """The loss, and what the agreement metric is updated with."""
+    def _shared_step(self, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
+        """The loss, and the number of rows of the batch whose student output agrees with the teacher's."""
         student = self(batch["input"])
         if self.regression:
             target = batch["targets"].float()
             loss = self.loss_fn(student, target, self.target_scale)
             with torch.no_grad():
-                agree = (relative_error(self.target_scale(student.detach()), target) <= self.tolerance).float()
-            return loss, (agree,)
+                agree = (relative_error(self.target_scale(student.detach()), target) <= self.tolerance).sum()
+            return loss, agree
         teacher = batch["logits"].float()
-        return self.loss_fn(student, teacher, self.temperature), (student, teacher.argmax(1))
+        loss = self.loss_fn(student, teacher, self.temperature)
+        with torch.no_grad():
+            agree = (student.detach().argmax(1) == teacher.argmax(1)).sum()
+        return loss, agree
 
-    def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
-        loss, agreement_args = self._shared_step(batch)
-        self.train_agreement.update(*agreement_args)
-        self.train_loss.update(loss.detach(), weight=len(batch["input"]))
-        self.log("train/loss_step", loss, on_step=True, on_epoch=False, prog_bar=True)
-        self.log("train/loss", self.train_loss, on_step=False, on_epoch=True)
-        self.log("train/agreement", self.train_agreement, on_step=False, on_epoch=True, prog_bar=True)
-        return loss
+    @staticmethod
+    def _accumulate(sums: torch.Tensor, loss: torch.Tensor, agree: torch.Tensor, rows: int) -> torch.Tensor:
+        sums = sums.to(loss.device)
+        sums[:2] += torch.stack([agree.double(), loss.detach().double() * rows])
+        sums[2] += rows
+        return sums
+
+    def training_step(self, batches: list[dict] | dict, batch_idx: int) -> torch.Tensor:
+        """One optimizer step per batch of `batches`: the loader may hand over several consecutive
+        batches at once (pipeline/train/data.py), so that Lightning's per-call overhead, larger
+        than a small student's whole step on a CPU, is paid once for all of them. The steps are
+        exactly those of one call per batch."""
+        optimizer, schedule = self.optimizers(), self.lr_schedulers()
+        for batch in batches if isinstance(batches, list) else [batches]:
+            loss, agree = self._shared_step(batch)
+            optimizer.zero_grad(set_to_none=True)
+            self.manual_backward(loss)
+            optimizer.step()
+            if schedule is not None:
+                schedule.step()
+            self.train_sums = self._accumulate(self.train_sums, loss, agree, len(batch["input"]))
+        if batch_idx % PROGRESS_EVERY_CALLS == 0:  # what the progress bar shows; not worth a log call a step
+            self.log("train/loss_step", loss.detach(), on_step=True, on_epoch=False, prog_bar=True,
+                     batch_size=len(batch["input"]))
+        return loss.detach()
+
+    def _epoch_figures(self, sums: torch.Tensor, prefix: str, prog_bar: bool) -> None:
+        """Log the epoch's agreement and mean loss, summed over ranks (every rank gets the same)."""
+        total = self._reduce(sums)
+        if total[2] > 0:
+            self.log(f"{prefix}/agreement", float(total[0] / total[2]), prog_bar=prog_bar, rank_zero_only=False)
+            self.log(f"{prefix}/loss", float(total[1] / total[2]), rank_zero_only=False)
+
+    def _reduce(self, sums: torch.Tensor) -> torch.Tensor:
+        if not _distributed():
+            return sums.detach().cpu()
+        # gloo and nccl both reduce float64; a copy so the running sums stay this rank's own.
+        total = sums.detach().clone()
+        torch.distributed.all_reduce(total)
+        return total.cpu()
+
+    def on_train_start(self) -> None:
+        restored, self._restored_train_sums = self._restored_train_sums, None
+        # A resumed epoch: rank 0 carries the sums of the steps before the checkpoint (over all
+        # ranks); the other ranks start from zero, so the next reduction adds each row once.
+        # (Lightning calls no on_train_epoch_start for an epoch it resumes.)
+        if restored is not None and self.global_rank == 0:
+            self.train_sums = restored.to(self.device, torch.float64).clone()
 
     def on_train_epoch_end(self) -> None:
+        self._epoch_figures(self.train_sums, "train", prog_bar=True)
+        self.train_sums = torch.zeros_like(self.train_sums)  # the next epoch's
         # Progress as metrics: they reach the caller's process even when DDP ranks were spawned.
         self.log("progress/epochs", float(self.current_epoch + 1), rank_zero_only=True)
         self.log("progress/steps", float(self.global_step), rank_zero_only=True)
 
+    def on_validation_epoch_start(self) -> None:
+        self.val_sums = torch.zeros(3, dtype=torch.float64, device=self.device)
+
     def validation_step(self, batch: dict, batch_idx: int) -> None:
-        loss, agreement_args = self._shared_step(batch)
-        self.val_agreement.update(*agreement_args)
-        self.log("val/loss", loss, on_epoch=True, sync_dist=True)
-        self.log("val/agreement", self.val_agreement, on_epoch=True, prog_bar=True)
+        loss, agree = self._shared_step(batch)
+        self.val_sums = self._accumulate(self.val_sums, loss, agree, len(batch["input"]))
 
-    # A checkpoint taken mid-epoch carries the epoch's running agreement and loss, summed over the
-    # ranks, so a resumed epoch ends with the figures (and the stopping decision) of an unbroken one.
-    def _epoch_metrics(self) -> dict[str, Metric]:
-        return {"train_agreement": self.train_agreement, "train_loss": self.train_loss}
+    def on_validation_epoch_end(self) -> None:
+        self._epoch_figures(self.val_sums, "val", prog_bar=True)
 
+    # A checkpoint taken mid-epoch carries the epoch's running sums over all ranks, so a resumed
+    # epoch ends with the figures (and the stopping decision) of an unbroken one.
     def on_save_checkpoint(self, checkpoint: dict) -> None:
-        # Every rank gets here (saving is collective), so the sum over ranks is safe to take.
-        states = {}
-        for name, metric in self._epoch_metrics().items():
-            with metric.sync_context(should_sync=True, distributed_available=_distributed):
-                states[name] = {k: getattr(metric, k).detach().cpu().clone() for k in metric._defaults}
-        checkpoint["epoch_metrics"] = states
+        # Every rank gets here (saving is collective), so the reduction over ranks is safe.
+        checkpoint["epoch_sums"] = self._reduce(self.train_sums)
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
-        self._restored_epoch_metrics = checkpoint.get("epoch_metrics")
-
-    def on_train_start(self) -> None:
-        # Rank 0 carries the restored sums; the other ranks start from zero, so the next sync adds
-        # each row once.
-        states, self._restored_epoch_metrics = self._restored_epoch_metrics, None
-        if not states or self.global_rank != 0:
-            return
-        for name, metric in self._epoch_metrics().items():
-            for key, value in states.get(name, {}).items():
-                setattr(metric, key, value.to(self.device))
-            metric._update_count = max(metric._update_count, 1)  # it holds data: compute() without a warning
+        sums = checkpoint.get("epoch_sums")
+        self._restored_train_sums = sums if isinstance(sums, torch.Tensor) else None
 
     def configure_optimizers(self):
-        optimizer = torch.optim.Adam(self.student.parameters(), lr=self.lr, weight_decay=0.0)
+        optimizer = make_optimizer(self.student.parameters(), self.lr)
         if self.schedule == "constant":
             return optimizer
         if self.steps_per_epoch is not None:
             total = self.steps_per_epoch * self.trainer.max_epochs
         else:
             total = int(self.trainer.estimated_stepping_batches)
-        if self.schedule == "onecycle":
-            # A warm start, then annealing to a tiny rate, which is what lets the student settle
-            # into the teacher's function rather than hover around it.
-            schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=self.lr, total_steps=total,
-                                                           pct_start=0.15)
-        else:
-            schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=total)
-        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": make_schedule(optimizer, self.schedule, self.lr, total),
+                                                         "interval": "step"}}
+
+
+def make_schedule(optimizer: torch.optim.Optimizer, schedule: str, lr: float, total_steps: int):
+    """The learning rate over `total_steps` optimizer steps (None for a constant rate)."""
+    if schedule == "constant":
+        return None
+    if schedule == "onecycle":
+        # A warm start, then annealing to a tiny rate, which is what lets the student settle
+        # into the teacher's function rather than hover around it.
+        return torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=lr, total_steps=total_steps, pct_start=0.15)
+    return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=total_steps)
 
 
 def _distributed() -> bool:
     return torch.distributed.is_available() and torch.distributed.is_initialized()
+
+
+def make_optimizer(params, lr: float) -> torch.optim.Adam:
+    """Adam without weight decay, fused (one kernel for all parameters) where torch supports it:
+    for a small student the per-parameter loop of the default implementation costs more than the
+    arithmetic."""
+    params = list(params)
+    try:
+        return torch.optim.Adam(params, lr=lr, weight_decay=0.0, fused=True)
+    except RuntimeError:  # a device or dtype without a fused kernel
+        return torch.optim.Adam(params, lr=lr, weight_decay=0.0)

@@ -3,12 +3,12 @@
 from pipeline.shards.manifest import (
     Manifest, ShardRecord, check_shard, load_manifest, require_manifest, save_manifest,
 )
-from pipeline.shards.reader import ShardStream, iter_batches, open_shard
+from pipeline.shards.reader import MemoryStream, ShardStream, iter_batches, open_shard, read_split, split_bytes, verify_bytes
 from pipeline.shards.schema import KINDS, SCHEMA_VERSION, make_table, read_metadata, shard_schema
 from pipeline.shards.writer import serialize, shard_file_name, write_shard
 
 __all__ = [
-    "KINDS", "SCHEMA_VERSION", "Manifest", "ShardRecord", "ShardStream", "check_shard", "iter_batches",
+    "KINDS", "SCHEMA_VERSION", "Manifest", "MemoryStream", "ShardRecord", "ShardStream", "check_shard", "iter_batches",
     "load_manifest", "make_table", "open_shard", "read_metadata", "require_manifest", "save_manifest",
-    "serialize", "shard_file_name", "shard_schema", "write_shard",
+    "read_split", "serialize", "shard_file_name", "shard_schema", "split_bytes", "verify_bytes", "write_shard",
 ]

@@ -30,6 +30,7 @@ Both hand out dense `logits`, also from shards labeled with label.top_k (see sch
 
 from __future__ import annotations
 
+import hashlib
 from collections import OrderedDict
 from typing import Iterator, Sequence
 
@@ -52,22 +53,49 @@ TOPK_COLUMNS = ("topk_values", "topk_indices")  # what a top-k shard stores inst
 OPEN_FILES = 32  # Parquet files a reader keeps open (row groups come in random shard order); bounds memory
 
 
+HASH_CHUNK = 8 << 20  # bytes read at a time while hashing a shard
+_verified: set[tuple] = set()  # (path, size, mtime, sha256) of shards whose bytes this process has hashed
+
+
+def _identity(fs, p: str, info) -> tuple:
+    mtime = info.mtime_ns if info.mtime_ns is not None else None
+    return (fs.type_name, p, info.size, mtime)
+
+
+def verify_bytes(path: str, record: ShardRecord) -> None:
+    """Raise a UserError unless the shard at `path` has the size and sha256 its manifest records.
+
+    Every byte is hashed the first time a process opens a shard (a few ms a megabyte); later opens
+    of the same unchanged file (same size and modification time) are trusted, so an epoch loop
+    hashes each shard once, not once an epoch."""
+    fs, p = storage.resolve(path)
+    info = fs.get_file_info(p)
+    if info.size is None:
+        raise UserError(f"Shard {path} is recorded in the manifest but missing on disk: relabel it with "
+                        "`python -m pipeline label --repair`.")
+    if info.size != record.bytes:
+        raise UserError(f"Shard {path} has {info.size} bytes where the manifest records {record.bytes}: it was "
+                        "truncated or altered after commit; relabel it with `python -m pipeline label --repair`.")
+    key = (*_identity(fs, p, info), record.sha256)
+    if key in _verified:
+        return
+    digest = hashlib.sha256()
+    with fs.open_input_stream(p) as f:
+        while chunk := f.read(HASH_CHUNK):
+            digest.update(chunk)
+    if digest.hexdigest() != record.sha256:
+        raise UserError(f"Shard {path} does not match its sha256 in the manifest (its bytes changed after "
+                        "commit): relabel it with `python -m pipeline label --repair`.")
+    _verified.add(key)
+
+
 def open_shard(split_dir: str, record: ShardRecord) -> pq.ParquetFile:
-    """Open a committed shard, refusing one whose size differs from the manifest's record."""
+    """Open a committed shard, refusing one whose bytes differ from the manifest's record."""
     path = storage.join(split_dir, record.path)
     fs, p = storage.resolve(path)
+    verify_bytes(path, record)
     try:
-        size = fs.get_file_info(p).size
-        if size is None:
-            raise FileNotFoundError(path)
-        if size != record.bytes:
-            raise UserError(f"Shard {path} has {size} bytes where the manifest records {record.bytes}: it was "
-                            "truncated or altered after commit (run `python -m pipeline verify`).")
         return pq.ParquetFile(fs.open_input_file(p))
-    except FileNotFoundError as exc:
-        raise UserError(f"Shard {path} is recorded in the manifest but missing on disk.") from exc
-    except UserError:
-        raise
     except Exception as exc:  # pyarrow: ArrowInvalid "Parquet magic bytes not found" and the like
         raise UserError(f"Shard {path} cannot be read as Parquet ({exc}).") from exc
 
@@ -123,6 +151,8 @@ class _Groups:
         self.index = np.concatenate([np.arange(c, dtype=np.int32) for c in counts] or [np.zeros(0, np.int32)])
         self.rows = np.full(len(self.file), size, dtype=np.int32)
         self.rows[np.cumsum(counts, dtype=np.int64) - 1] = [r.rows - (c - 1) * size for r, c in zip(records, counts)]
+        # Where each group's rows start in the split's rows concatenated in manifest order.
+        self.offset = np.concatenate([[0], np.cumsum(self.rows, dtype=np.int64)[:-1]]).astype(np.int64)
 
     def __len__(self) -> int:
         return len(self.file)
@@ -169,6 +199,16 @@ class ShardStream(IterableDataset):
         """The epoch's row groups in their shuffled order."""
         return np.random.default_rng([self.seed, self.epoch]).permutation(len(self.groups))
 
+    def _group_permutation(self, gid: int) -> np.ndarray:
+        return np.random.default_rng([self.seed, self.epoch, gid]).permutation(int(self.groups.rows[gid]))
+
+    def epoch_order(self) -> np.ndarray:
+        """The epoch's virtual sequence as indices into the split's rows in manifest order: the
+        order a streaming reader visits them in, materialised (8 bytes a row)."""
+        ids = self._epoch_group_ids()
+        parts = [self.groups.offset[g] + self._group_permutation(int(g)) for g in ids]
+        return np.concatenate(parts) if parts else np.zeros(0, np.int64)
+
     def batch_at(self, position: int, order_workers: int) -> int:
         """The batch (index k: rows [k*B, (k+1)*B) of the rank's slice) delivered at `position` of the
         epoch by a loader with `order_workers` workers, each reading one contiguous run of batches,
@@ -207,7 +247,7 @@ class ShardStream(IterableDataset):
                 if len(files) > OPEN_FILES:
                     files.popitem(last=False)
             table = files[path].read_row_group(int(self.groups.index[gid]), columns=columns, use_threads=False)
-            perm = np.random.default_rng([self.seed, self.epoch, gid]).permutation(int(self.groups.rows[gid]))
+            perm = self._group_permutation(gid)
             # One gather per row group into fresh (writable) memory; batches are then views into it.
             return {name: np.take(array, perm, axis=0) for name, array in _table_numpy(table, columns).items()}
 
@@ -227,6 +267,60 @@ class ShardStream(IterableDataset):
             batch = pieces[0] if len(pieces) == 1 else {
                 name: np.concatenate([piece[name] for piece in pieces]) for name in columns}
             yield {name: torch.from_numpy(array) for name, array in _densify(batch, self.manifest).items()}
+
+
+class MemoryStream(ShardStream):
+    """A ShardStream over a split read once into tensors: the same batches in the same order as
+    streaming (so a run may switch between the two, mid-epoch included), each gathered by index.
+
+    For a split that fits in memory: no Parquet decoding, no copies beyond the batch itself, and
+    the tensors may live on the GPU (`to`), so a batch never crosses the bus."""
+
+    def __init__(self, split_dir: str, manifest: Manifest, batch_size: int, seed: int = 0, rank: int = 0,
+                 world_size: int = 1, columns: Sequence[str] | None = None,
+                 data: dict[str, torch.Tensor] | None = None):
+        super().__init__(split_dir, manifest, batch_size, seed, rank, world_size, columns)
+        self.data = data if data is not None else read_split(split_dir, manifest, self.columns)
+
+    def to(self, device: torch.device | str) -> "MemoryStream":
+        self.data = {name: tensor.to(device) for name, tensor in self.data.items()}
+        return self
+
+    def __iter__(self) -> Iterator[dict[str, torch.Tensor]]:
+        info = get_worker_info()
+        worker, num_workers = (info.id, info.num_workers) if info else (0, 1)
+        device = next(iter(self.data.values())).device
+        order = torch.from_numpy(self.epoch_order()).to(device)
+        rank_start = self.rank * len(self) * self.batch_size
+        for k in self.worker_batches(worker, num_workers):
+            rows = order[rank_start + k * self.batch_size:rank_start + (k + 1) * self.batch_size]
+            yield {name: tensor.index_select(0, rows) for name, tensor in self.data.items()}
+
+
+def split_bytes(manifest: Manifest, columns: Sequence[str]) -> int:
+    """Bytes `columns` of every row of a split take in memory as read_split holds them."""
+    per_row = 0
+    for name in columns:
+        if name == "input":
+            per_row += int(np.prod(manifest.input_shape)) * (1 if manifest.input_space == "images" else 4)
+        elif name == "logits":
+            per_row += 2 * manifest.num_classes
+        elif name == "targets":
+            per_row += 4 * manifest.num_classes
+        else:
+            per_row += 8
+    return per_row * manifest.rows
+
+
+def read_split(split_dir: str, manifest: Manifest, columns: Sequence[str] | None = None) -> dict[str, torch.Tensor]:
+    """`columns` of every committed row, in manifest order, as one tensor each (dense logits from
+    top-k shards). Every shard is checked against its sha256 as it is read."""
+    columns = tuple(columns or default_columns(manifest))
+    parts: dict[str, list[torch.Tensor]] = {name: [] for name in columns}
+    for batch in iter_batches(split_dir, manifest, 1 << 16, columns):
+        for name in columns:
+            parts[name].append(batch[name])
+    return {name: torch.cat(tensors) if tensors else torch.zeros(0) for name, tensors in parts.items()}
 
 
 def iter_batches(split_dir: str, manifest: Manifest, batch_size: int,

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Any, Optional
 
 import torch
+from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.plugins.io import CheckpointIO
 
 from pipeline.run import storage
@@ -40,6 +41,28 @@ class AtomicCheckpointIO(CheckpointIO):
             fs.delete_file(p)
 
 
+class LastCheckpoint(ModelCheckpoint):
+    """DIR/checkpoints/last.ckpt whenever training has passed another multiple of `every_steps`
+    optimizer steps (0: at the end of every epoch instead).
+
+    A training_step call takes several optimizer steps (pipeline/train/data.py), so the step
+    count jumps; a checkpoint is due when it crosses a multiple, not only when it lands on one."""
+
+    def __init__(self, dirpath: str, every_steps: int):
+        super().__init__(dirpath=dirpath, save_last=True, save_top_k=0, every_n_epochs=0 if every_steps else 1)
+        self.every_steps = every_steps
+
+    def on_train_start(self, trainer, pl_module) -> None:
+        super().on_train_start(trainer, pl_module)
+        self._last_global_step_saved = trainer.global_step  # a resumed run has its checkpoint already
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx: int) -> None:
+        n, step = self.every_steps, trainer.global_step
+        if n < 1 or step // n <= self._last_global_step_saved // n or self._should_skip_saving_checkpoint(trainer):
+            return
+        self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))
+
+
 def read_checkpoint(path: str, map_location: Optional[Any] = None) -> dict:
     data = storage.read_bytes(path)
     try:
@@ -64,7 +87,7 @@ class ResumePoint:
     step: int  # optimizer steps taken
 
 
-def resume_point(student_dir: str, resume: bool, world_size: int) -> Optional[ResumePoint]:
+def resume_point(student_dir: str, resume: bool, world_size: int, steps_per_call: int) -> Optional[ResumePoint]:
     """The checkpoint to continue from, or None to start afresh.
 
     A checkpoint left by an interrupted run is never silently dropped: without `resume` it is an
@@ -80,5 +103,5 @@ def resume_point(student_dir: str, resume: bool, world_size: int) -> Optional[Re
         raise UserError(f"{path} holds an interrupted training run (epoch {point.epoch + 1}, step {point.step}): "
                         f"continue it with --resume, or delete {checkpoint_dir(student_dir)} to start over.")
     for state in checkpoint.get("loops", {}).get("fit_loop", {}).get("state_dict", {}).get("combined_loader", []):
-        check_resumable(state, world_size)
+        check_resumable(state, world_size, steps_per_call)
     return point

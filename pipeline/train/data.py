@@ -9,6 +9,10 @@ none repeated.
 
 from __future__ import annotations
 
+import itertools
+import logging
+import os
+
 import lightning as L
 import torch
 from torch.utils.data import DataLoader
@@ -18,23 +22,32 @@ from pipeline import shards
 from pipeline.errors import UserError
 
 EVAL_SPLIT = "heldout"
+log = logging.getLogger(__name__)
+# Optimizer steps per call of the module's training_step (at most; see steps_per_call). Not a
+# setting of its own: a run resumed mid-epoch must continue with the lists it was cut into.
+STEPS_PER_CALL = 16
 
 
 class ResumableLoader:
     """The training loader over a ShardStream, whose place in the epoch survives a restart.
 
+    It hands out lists of up to `steps_per_call` consecutive batches: the module takes one
+    optimizer step per batch (students/module.py), so Lightning's per-call cost is shared by them.
     A torch DataLoader runs underneath only where it adds something (worker processes, pinned
     memory for the GPU); with neither, the stream is iterated directly, a few microseconds a batch
     cheaper."""
 
-    def __init__(self, stream: shards.ShardStream, num_workers: int, pin_memory: bool):
-        self.stream, self.num_workers = stream, num_workers
+    def __init__(self, stream: shards.ShardStream, num_workers: int, pin_memory: bool,
+                 steps_per_call: int = STEPS_PER_CALL):
+        self.stream, self.num_workers, self.steps_per_call = stream, num_workers, steps_per_call
         self.loader = (DataLoader(stream, batch_size=None, num_workers=num_workers, pin_memory=pin_memory)
                        if num_workers or pin_memory else None)
         self.consumed = stream.resume_at
 
     def __len__(self) -> int:
-        return len(self.stream)
+        """Lists an epoch holds. A resumed epoch continues from a list boundary (checkpoints are taken
+        between lists), so the lists before the checkpoint and those after add up to this."""
+        return -(-len(self.stream) // self.steps_per_call)
 
     def _order_workers(self) -> int:
         return self.stream.order_workers or max(1, self.num_workers)
@@ -45,9 +58,9 @@ class ResumableLoader:
         self.consumed = self.stream.resume_at
         batches = iter(self.loader if self.loader is not None else self.stream)
         try:
-            for batch in batches:
-                self.consumed += 1  # counted when handed out: a checkpoint after this step includes it
-                yield batch
+            while chunk := list(itertools.islice(batches, self.steps_per_call)):
+                self.consumed += len(chunk)  # counted when handed out: a checkpoint after these steps includes them
+                yield chunk
         finally:
             shutdown = getattr(batches, "_shutdown_workers", None) or getattr(batches, "close", None)
             if shutdown is not None:
@@ -56,7 +69,8 @@ class ResumableLoader:
     def state_dict(self) -> dict:
         s = self.stream
         return {"epoch": s.epoch, "batches": self.consumed, "batches_per_epoch": len(s),
-                "order_workers": self._order_workers(), "world_size": s.world_size}
+                "order_workers": self._order_workers(), "world_size": s.world_size,
+                "steps_per_call": self.steps_per_call}
 
     def load_state_dict(self, state: dict) -> None:
         s = self.stream
@@ -64,27 +78,53 @@ class ResumableLoader:
             if state["batches"] < state["batches_per_epoch"]:
                 raise RuntimeError(f"checkpoint is in epoch {state['epoch']} but training resumes in epoch {s.epoch}")
             return  # the checkpoint closed its epoch: this one starts from its first batch
-        check_resumable(state, s.world_size)
+        check_resumable(state, s.world_size, self.steps_per_call)
         s.resume(state["batches"], state["order_workers"])
         self.consumed = s.resume_at
 
 
-def check_resumable(state: dict, world_size: int) -> None:
-    """Refuse to continue an epoch on a different number of ranks: each rank's slice would change."""
+def check_resumable(state: dict, world_size: int, steps_per_call: int) -> None:
+    """Refuse to continue an epoch on a different number of ranks (each rank's slice would change)
+    or cut into lists of another length (Lightning counts the epoch's lists)."""
     midway = 0 < state["batches"] < state["batches_per_epoch"]
     if midway and state["world_size"] != world_size:
         raise UserError(f"The checkpoint was taken midway through an epoch on {state['world_size']} rank(s); "
                         f"resume it on the same number (train.devices / train.num_workers), not {world_size}.")
+    saved = state.get("steps_per_call", 1)
+    if midway and saved != steps_per_call:
+        raise UserError("The checkpoint was taken midway through an epoch of a run with another "
+                        "train.checkpoint_every_steps; resume it with the interrupted run's setting.")
+
+
+def steps_per_call(checkpoint_every_steps: int) -> int:
+    """Optimizer steps per training_step call: STEPS_PER_CALL, fewer where checkpoints are more
+    frequent, so that a checkpoint falls on every multiple of checkpoint_every_steps in an epoch."""
+    return min(STEPS_PER_CALL, checkpoint_every_steps) if checkpoint_every_steps > 0 else STEPS_PER_CALL
+
+
+def memory_budget(budget_mb: int | None) -> int:
+    """Bytes of training data this machine may hold in memory: `budget_mb` MiB, or a quarter of
+    its physical memory."""
+    if budget_mb is not None:
+        return budget_mb << 20
+    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") // 4
 
 
 class ShardDataModule(L.LightningDataModule):
-    """Training batches from the train shards, validation batches from the held-out shards."""
+    """Training batches from the train shards, validation batches from the held-out shards.
 
-    def __init__(self, paths: rundir.RunPaths, batch_size: int, seed: int, loader_workers: int):
+    Splits that fit in `memory_budget_mb` (for all ranks on this machine together) are read once
+    into tensors (onto the GPU when training there) and batched by index; larger ones stream from
+    the shards with flat memory. Both give the same batches in the same order."""
+
+    def __init__(self, paths: rundir.RunPaths, batch_size: int, seed: int, loader_workers: int,
+                 steps_per_call: int = STEPS_PER_CALL, memory_budget_mb: int | None = None):
         super().__init__()
         self.paths, self.batch_size, self.seed, self.loader_workers = paths, batch_size, seed, loader_workers
+        self.steps_per_call, self.memory_budget_mb = steps_per_call, memory_budget_mb
         self.train_manifest = shards.require_manifest(paths.split("train"))
         self.heldout_manifest = shards.load_manifest(paths.split(EVAL_SPLIT))
+        self.in_memory = False
 
     def batches_per_epoch(self, world_size: int) -> int:
         return (self.train_manifest.rows // world_size) // self.batch_size
@@ -94,23 +134,42 @@ class ShardDataModule(L.LightningDataModule):
         stream = shards.ShardStream(self.paths.split("train"), self.train_manifest, self.batch_size, self.seed)
         return next(iter(stream))
 
+    def fits_in_memory(self, ranks_here: int) -> bool:
+        manifests = [m for m in (self.train_manifest, self.heldout_manifest) if m is not None]
+        needed = sum(shards.split_bytes(m, shards.reader.default_columns(m)) for m in manifests)
+        return needed * ranks_here <= memory_budget(self.memory_budget_mb)
+
+    def _stream(self, split: str, manifest: shards.Manifest, rank: int, world: int) -> shards.ShardStream:
+        args = (self.paths.split(split), manifest, self.batch_size, self.seed, rank, world)
+        if not self.in_memory:
+            return shards.ShardStream(*args)
+        stream = shards.MemoryStream(*args)
+        device = self.trainer.strategy.root_device
+        return stream.to(device) if device.type == "cuda" else stream
+
     def setup(self, stage: str) -> None:
         # Runs in every DDP process, after the process group exists: each rank builds its own slice.
         rank, world = self.trainer.global_rank, self.trainer.world_size
-        self.train_set = shards.ShardStream(self.paths.split("train"), self.train_manifest, self.batch_size,
-                                            self.seed, rank, world)
+        self.in_memory = self.fits_in_memory(self.trainer.num_devices)
+        if rank == 0:
+            log.info("Training data: %s.", "read once into memory" if self.in_memory else
+                     "streamed from the shards (larger than train.memory_budget_mb)")
+        self.train_set = self._stream("train", self.train_manifest, rank, world)
         self.val_set = None
         if self.heldout_manifest is not None and self.heldout_manifest.rows >= world * self.batch_size:
-            self.val_set = shards.ShardStream(self.paths.split(EVAL_SPLIT), self.heldout_manifest, self.batch_size,
-                                              self.seed, rank, world)
+            self.val_set = self._stream(EVAL_SPLIT, self.heldout_manifest, rank, world)
 
     def train_dataloader(self) -> ResumableLoader:
         # Called again every epoch (reload_dataloaders_every_n_epochs=1): a new order each epoch.
         self.train_set.set_epoch(self.trainer.current_epoch)
-        return ResumableLoader(self.train_set, self.loader_workers, torch.cuda.is_available())
+        workers = 0 if self.in_memory else self.loader_workers
+        pin = torch.cuda.is_available() and not self.in_memory
+        return ResumableLoader(self.train_set, workers, pin, self.steps_per_call)
 
     def val_dataloader(self) -> DataLoader | list:
         if self.val_set is None:
             return []
+        if self.in_memory:
+            return DataLoader(self.val_set, batch_size=None)
         return DataLoader(self.val_set, batch_size=None, num_workers=self.loader_workers,
                           pin_memory=torch.cuda.is_available())

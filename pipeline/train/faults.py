@@ -4,7 +4,8 @@ Off unless DISTILLERY_TRAIN_FAULT is set in the environment of the training proc
 
     DISTILLERY_TRAIN_FAULT=STEP[:RANK][:exit|raise]
 
-After optimizer step STEP (before any checkpoint of that step is written), the process of global
+Once training has passed optimizer step STEP (at the end of the training_step call that took it,
+before any checkpoint of that call is written), the process of global
 rank RANK (default: every rank) raises a RuntimeError (`raise`, the default) or dies on the spot
 with exit code 137 as if killed (`exit`: os._exit, no cleanup, nothing flushed).
 """
@@ -23,9 +24,13 @@ KILLED_EXIT_CODE = 137  # what a shell reports for SIGKILL
 class InjectedFault(L.Callback):
     def __init__(self, step: int, rank: Optional[int], mode: str):
         self.step, self.rank, self.mode = step, rank, mode
+        self.start: Optional[int] = None
+
+    def on_train_start(self, trainer: L.Trainer, pl_module) -> None:
+        self.start = trainer.global_step  # a run resumed past STEP does not fail again
 
     def on_train_batch_end(self, trainer: L.Trainer, pl_module, outputs, batch, batch_idx: int) -> None:
-        if trainer.global_step != self.step or (self.rank is not None and trainer.global_rank != self.rank):
+        if not self.start < self.step <= trainer.global_step or (self.rank is not None and trainer.global_rank != self.rank):
             return
         if self.mode == "exit":
             os._exit(KILLED_EXIT_CODE)

@@ -28,7 +28,7 @@ from pipeline.inputs import space
 from pipeline.resolve import add_code_dir
 from pipeline.run import rundir, storage
 from pipeline.train import checkpoints
-from pipeline.train.data import ShardDataModule
+from pipeline.train.data import ShardDataModule, steps_per_call
 from pipeline.train.export import export_onnx, onnx_path
 from pipeline.train.on_ray import fit_on_ray
 from pipeline.train.preflight import run_preflight
@@ -54,7 +54,8 @@ def _data(cfg: Config, paths: rundir.RunPaths) -> tuple[ShardDataModule, dict]:
     if not storage.exists(paths.teacher_card):
         raise UserError(f"No teacher in {paths.root}: run the teacher and label stages first.")
     teacher_card = storage.read_json(paths.teacher_card)
-    data = ShardDataModule(paths, cfg.train.batch_size, cfg.train.seed, loader_workers(cfg))
+    data = ShardDataModule(paths, cfg.train.batch_size, cfg.train.seed, loader_workers(cfg),
+                           steps_per_call(cfg.train.checkpoint_every_steps), cfg.train.memory_budget_mb)
     if data.train_manifest.teacher_fingerprint != teacher_card["fingerprint"]:
         raise UserError(f"{paths.split('train')} was labeled by a different teacher than {paths.teacher_card}.")
     return data, teacher_card
@@ -82,7 +83,7 @@ def fit_student(cfg: Config, paths: rundir.RunPaths, student_dir: str, preflight
         raise UserError(f"{paths.split('train')} holds {manifest.rows} rows, fewer than one batch of "
                         f"{cfg.train.batch_size} for each of {world} rank(s): lower train.batch_size "
                         "or generate more data.")
-    resume = checkpoints.resume_point(student_dir, cfg.train.resume, world)
+    resume = checkpoints.resume_point(student_dir, cfg.train.resume, world, data.steps_per_call)
     scale = regression_scale(paths.split("train"), manifest)
     module = build_module(cfg, manifest, data.batches_per_epoch(world), scale)
     if preflight and resume is None:

@@ -11,7 +11,7 @@ from datetime import timedelta
 
 import lightning as L
 import torch
-from lightning.pytorch.callbacks import EarlyStopping, LearningRateMonitor, ModelCheckpoint, TQDMProgressBar
+from lightning.pytorch.callbacks import EarlyStopping, LearningRateMonitor, TQDMProgressBar
 from lightning.pytorch.loggers import CSVLogger
 from lightning.pytorch.strategies import DDPStrategy
 
@@ -25,7 +25,7 @@ from pipeline.tasks.regression import target_stats
 from students import DistillationModule
 from students.scale import OutputScale
 
-PROGRESS_REFRESH_STEPS = 25
+PROGRESS_REFRESH_CALLS = 4  # training_step calls (of data.STEPS_PER_CALL steps each) between bar redraws
 # A rank that stops answering fails the job after this long instead of holding the others forever
 # (a rank that dies is noticed at once: its peers' collectives fail).
 DDP_TIMEOUT = timedelta(minutes=10)
@@ -100,14 +100,13 @@ def make_trainer(cfg: Config, student_dir: str, strategy=None, devices=None, plu
         callbacks=[
             # The stopping rule: training agreement no longer rising (not a validation loss).
             stopping_rule(cfg),
-            ModelCheckpoint(dirpath=checkpoints.checkpoint_dir(student_dir), save_last=True, save_top_k=0,
-                            every_n_train_steps=t.checkpoint_every_steps or None),
+            checkpoints.LastCheckpoint(checkpoints.checkpoint_dir(student_dir), t.checkpoint_every_steps),
             LearningRateMonitor(logging_interval="epoch"),
-            # Redrawing the bar every step costs more than a small student's step.
-            TQDMProgressBar(refresh_rate=PROGRESS_REFRESH_STEPS),
+            TQDMProgressBar(refresh_rate=PROGRESS_REFRESH_CALLS),
             *train_faults.from_environment(),
         ],
         reload_dataloaders_every_n_epochs=1,
+        check_val_every_n_epoch=t.val_every_epochs,
         num_sanity_val_steps=0,
         log_every_n_steps=20,
         enable_model_summary=False,
