@@ -19,7 +19,6 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 from safetensors.torch import save as save_safetensors
-from tqdm.auto import tqdm
 
 from pipeline.config import Config
 from pipeline.errors import UserError
@@ -27,7 +26,7 @@ from pipeline.inputs import images, space, vectors
 from pipeline.inputs.images import augment
 from pipeline.inputs.seeds import SeedData, load_seed_dataset
 from pipeline.resolve import add_code_dir, is_import_path
-from pipeline.run import rundir, storage
+from pipeline.run import output, rundir, storage
 from pipeline.teach.load import (
     callable_target, declared_version, exported_program, onnx_teacher, read_card, read_content, teacher_file,
     torch_module, wrap,
@@ -187,11 +186,10 @@ def _train(cfg: Config, seed: SeedData) -> tuple[bytes, TeacherCard, object]:
                        classes=list(seed.classes), dataset=t.dataset)
     torch.manual_seed(t.seed)  # the initial weights too: the same config trains the same teacher
     model = torch_module(card, None, t.arch)
-    bar = tqdm(total=t.epochs, desc=f"teacher {t.arch} ({count_parameters(model):,} params)", unit="epoch")
+    bar = output.Progress(f"teacher {t.arch} ({count_parameters(model):,} params)", t.epochs, "epoch")
 
     def on_epoch(epoch: int, loss: float) -> None:
-        bar.update(1)
-        bar.set_postfix(loss=f"{loss:.4f}")
+        bar.update(1, loss=loss)
 
     try:
         train_teacher(model, seed.train_images, seed.train_labels, len(seed.classes), images.to_float, t.epochs,

@@ -18,7 +18,9 @@ from lightning.pytorch.strategies import DDPStrategy
 from pipeline.config import Config
 from pipeline.inputs import space
 from pipeline.shards import Manifest
+from pipeline.run import output
 from pipeline.train import checkpoints
+from pipeline.train.progress import ProgressLines
 from pipeline.train import faults as train_faults
 from pipeline.train.student import build_student, student_kwargs
 from pipeline.tasks.regression import target_stats
@@ -84,6 +86,7 @@ def make_trainer(cfg: Config, student_dir: str, strategy=None, devices=None, plu
     """The Trainer of a run. `strategy`, `devices` and `plugins` are set by Ray Train's workers;
     otherwise they follow train.devices."""
     t = cfg.train
+    output.silence_third_party()
     accelerator = "gpu" if t.accelerator == "cuda" else t.accelerator
     gpu = on_gpu(cfg)
     if strategy is None:
@@ -102,7 +105,7 @@ def make_trainer(cfg: Config, student_dir: str, strategy=None, devices=None, plu
             stopping_rule(cfg),
             checkpoints.LastCheckpoint(checkpoints.checkpoint_dir(student_dir), t.checkpoint_every_steps),
             LearningRateMonitor(logging_interval="epoch"),
-            TQDMProgressBar(refresh_rate=PROGRESS_REFRESH_CALLS),
+            TQDMProgressBar(refresh_rate=PROGRESS_REFRESH_CALLS) if output.bars() else ProgressLines(),
             *train_faults.from_environment(),
         ],
         reload_dataloaders_every_n_epochs=1,
@@ -110,4 +113,5 @@ def make_trainer(cfg: Config, student_dir: str, strategy=None, devices=None, plu
         num_sanity_val_steps=0,
         log_every_n_steps=20,
         enable_model_summary=False,
+        enable_progress_bar=output.bars(),
     )
