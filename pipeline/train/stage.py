@@ -16,7 +16,9 @@ mid-epoch included: the data loader's position is part of the checkpoint (pipeli
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import sys
 
 import torch
 from dataclasses import dataclass
@@ -65,7 +67,9 @@ def _fit_here(cfg: Config, module: DistillationModule, data: ShardDataModule, st
               resume: Optional[checkpoints.ResumePoint]) -> dict[str, float]:
     """Lightning in this process (and its spawned DDP ranks); the trained weights end up in `module`."""
     trainer = make_trainer(cfg, student_dir)
-    trainer.fit(module, datamodule=data, ckpt_path=resume.path if resume else None)
+    # Lightning draws its bar on stdout, which is for results: progress belongs on stderr.
+    with contextlib.redirect_stdout(sys.stderr):
+        trainer.fit(module, datamodule=data, ckpt_path=resume.path if resume else None)
     save_weights(module.student, student_dir)
     return {k: float(v) for k, v in trainer.callback_metrics.items()}
 
