@@ -6,15 +6,19 @@
 
 Measures, in one run, on the same generated inputs and batch size:
   (a) ceiling: the teacher's raw forward pass in this process on all cores, samples/s
-  (b) stage:   generate + label + write shards through Ray (the real stage), samples/s
-and prints bytes per sample on disk, the peak RSS of the driver and of the Ray workers, and last
-`label_ratio <b/a>`. Ray is started before (b) is timed: start-up is not labeling throughput.
+  (b) stage:   generate + label + write shards through Ray (the real stage, into a fresh run
+               directory each time), samples/s
+alternating over --rounds rounds (a b, then b a, ...), so load that comes and goes on a shared
+machine weighs on both. Each round gives a ratio b/a; it prints them, their spread, bytes per sample
+on disk, the peak RSS of the driver and of the Ray workers, and last `label_ratio <median ratio>`.
+Ray is started before (b) is timed: start-up is not labeling throughput.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import statistics
 import sys
 import tempfile
 import threading
@@ -115,6 +119,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--teacher", choices=sorted(TEACHERS_UNDER_TEST), default="cnn")
     parser.add_argument("--samples", type=int, default=1_000_000)
+    parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--samples-per-shard", type=int, default=4096)
     parser.add_argument("--batch-size", type=int, default=1024)
     parser.add_argument("--classes", type=int, default=10, help="Classes of the resnet18 teacher's stand-in data")
@@ -132,45 +137,61 @@ def main() -> None:
     os.makedirs(out, exist_ok=True)
     with open(checkpoint, "wb") as f:
         f.write(weights_to_bytes(model))
-    cfg = Config(
-        out=os.path.join(out, "run"),
-        teacher=TeacherConfig(arch=arch, width=width, dataset=dataset, checkpoint=checkpoint),
-        data=DataConfig(shards=-(-args.samples // args.samples_per_shard), samples_per_shard=args.samples_per_shard,
-                        heldout_shards=0),
-        label=LabelConfig(batch_size=args.batch_size, top_k=args.top_k),
-    )
+    def config(round_: int) -> Config:
+        return Config(
+            out=os.path.join(out, f"run-{round_}"),
+            teacher=TeacherConfig(arch=arch, width=width, dataset=dataset, checkpoint=checkpoint),
+            data=DataConfig(shards=-(-args.samples // args.samples_per_shard),
+                            samples_per_shard=args.samples_per_shard, heldout_shards=0),
+            label=LabelConfig(batch_size=args.batch_size, top_k=args.top_k),
+        )
+
+    cfg = config(0)
     run_teacher_stage(cfg)
     paths = rundir.RunPaths(cfg.out)
     seed = load_seed(cfg)
 
-    # The ceiling is measured before and after the stage and averaged: on a shared machine, load
-    # that comes and goes during the run then weighs on both figures alike.
-    ceiling_before = ceiling(cfg, paths, seed.train_images, args.samples)
-    torch.set_num_threads(1)  # the driver only schedules while the stage runs
+    def stage(round_: int):
+        round_cfg = config(round_)
+        run_teacher_stage(round_cfg)  # imports the same checkpoint
+        torch.set_num_threads(1)  # the driver only schedules while the stage runs
+        ray.init(address="local", include_dashboard=False, logging_level="ERROR")
+        try:
+            start = time.perf_counter()
+            result = run_label_stage(round_cfg)
+            elapsed = time.perf_counter() - start
+        finally:
+            ray.shutdown()
+        return result, elapsed
 
-    ray.init(address="local", include_dashboard=False, logging_level="ERROR")
+    ratios, ceilings, stages = [], [], []
     with PeakRSS() as rss:
-        start = time.perf_counter()
-        result = run_label_stage(cfg)
-        elapsed = time.perf_counter() - start
-    ray.shutdown()
-    ceiling_after = ceiling(cfg, paths, seed.train_images, args.samples)
-    ceiling_sps = (ceiling_before + ceiling_after) / 2
+        for r in range(args.rounds):
+            for kind in (("ceiling", "stage") if r % 2 == 0 else ("stage", "ceiling")):
+                if kind == "ceiling":
+                    ceilings.append(ceiling(cfg, paths, seed.train_images, args.samples))
+                else:
+                    result, elapsed = stage(r)
+                    stages.append(result.splits["train"].rows / elapsed)
+            ratios.append(stages[-1] / ceilings[-1])
+            print(f"round {r + 1}: (a) ceiling {ceilings[-1]:,.0f} samples/s   (b) stage {stages[-1]:,.0f} "
+                  f"samples/s   ratio {ratios[-1]:.3f}", flush=True)
+    ceiling_sps, stage_sps = statistics.median(ceilings), statistics.median(stages)
 
     split = result.splits["train"]
     manifest = shards.require_manifest(split.split_dir)
-    stage_sps = split.rows / elapsed
     mb = 1 / 2**20
     print(f"teacher                 {args.teacher} {shape}, {classes} classes, "
           f"{count_parameters(model):,} params, logits stored: {args.top_k or 'all'}")
     print(f"samples                 {split.rows:,} in {split.shards} shards, batch {args.batch_size}, {os.cpu_count()} cores")
-    print(f"ceiling_samples_per_s   {ceiling_sps:,.0f}  (before {ceiling_before:,.0f}, after {ceiling_after:,.0f})")
-    print(f"stage_samples_per_s     {stage_sps:,.0f}")
+    print(f"ceiling_samples_per_s   {ceiling_sps:,.0f}  (median of {len(ceilings)})")
+    print(f"stage_samples_per_s     {stage_sps:,.0f}  (median of {len(stages)})")
+    print(f"ratios                  {', '.join(f'{r:.3f}' for r in ratios)}  (spread {min(ratios):.3f}..{max(ratios):.3f})")
     print(f"bytes_per_sample        {sum(r.bytes for r in manifest.records()) / manifest.rows:.1f}")
     print(f"peak_rss_driver_mb      {rss.driver * mb:,.0f}")
     print(f"peak_rss_worker_mb      {rss.worker * mb:,.0f}  (largest single Ray worker)")
     print(f"peak_rss_workers_mb     {rss.workers_total * mb:,.0f}  (all Ray processes together)")
-    print(f"label_ratio {stage_sps / ceiling_sps:.3f}")
+    print(f"label_ratio {statistics.median(ratios):.3f}")
 
 
 if __name__ == "__main__":
