@@ -381,6 +381,58 @@ class SweepConfig:
         _check(self.gpus_per_trial >= 0, f"sweep.gpus_per_trial must not be negative, got {self.gpus_per_trial}.")
 
 
+@dataclass
+class AdaptConfig:
+    """Active distillation (`--adapt.rounds 3`): the same label budget (data.shards), spent in rounds.
+    Round 0 labels first_fraction of the training shards uniformly and trains a student; each later
+    round scores every labeled training row with the current student, proposes inputs around the
+    worst rows, labels them as that round's shards and trains again on all rounds. Held-out shards
+    stay uniform, so held-out figures measure what users get (pipeline/adapt/)."""
+
+    rounds: int = 0
+    """Rounds after the uniform round 0 (0: off, every training shard uniform)."""
+    first_fraction: float = 0.5
+    """Share of the training shards labeled uniformly in round 0; the rest is dealt evenly to the
+    later rounds. Half: round 0's student must be good enough that its mistakes point at the
+    teacher's real boundaries, and uniform coverage stays the larger part of the data."""
+    proposals_per_row: int = 8
+    """Inputs proposed around each of the worst rows: a round of n rows starts from its n /
+    proposals_per_row worst training rows (disagreements first, then per-row KL; regression:
+    relative error)."""
+    mixup_share: float = 0.25
+    """Images: share of a round's proposals that blend a worst row with its nearest worst row of
+    another teacher class (the boundary between them); the rest are small warps plus noise."""
+    warp: float = 0.5
+    """Images: size of the warps around a worst row, as a fraction of data's augmentation ranges
+    (rotation, shift, scale, shear), in round 1; shrinks by `shrink` each later round."""
+    spread: float = 0.05
+    """Vectors: half-width of the Sobol cloud around a worst point, as a fraction of each side of
+    the box, in round 1; shrinks by `shrink` each later round. Points are clipped to the box."""
+    shrink: float = 0.5
+    """Factor on the warp and the spread from one round to the next: later rounds look closer."""
+    round_epochs: Optional[int] = None
+    """Training epochs of the students of rounds before the last (they only point at the worst rows);
+    the last round's student trains train.max_epochs. None: train.max_epochs for every round."""
+
+    def __post_init__(self) -> None:
+        _check(self.rounds >= 0, f"adapt.rounds must be at least 0, got {self.rounds}.")
+        _check(0 < self.first_fraction < 1, f"adapt.first_fraction must be in (0, 1), got {self.first_fraction}.")
+        _check(self.proposals_per_row >= 1, f"adapt.proposals_per_row must be at least 1, got {self.proposals_per_row}.")
+        _check(0 <= self.mixup_share <= 1, f"adapt.mixup_share must be in [0, 1], got {self.mixup_share}.")
+        for key in ("warp", "spread", "shrink"):
+            _check(getattr(self, key) > 0, f"adapt.{key} must be positive, got {getattr(self, key)}.")
+        _check(self.round_epochs is None or self.round_epochs >= 1,
+               f"adapt.round_epochs must be at least 1, got {self.round_epochs}.")
+
+    def round_shards(self, shards: int) -> list[int]:
+        """Training shards labeled in each round, round 0 first, adding up to `shards`."""
+        if not self.rounds:
+            return [shards]
+        first = min(shards - self.rounds, max(1, round(shards * self.first_fraction)))
+        base, extra = divmod(shards - first, self.rounds)
+        return [first] + [base + (1 if r < extra else 0) for r in range(self.rounds)]
+
+
 TASKS = ("classification", "regression")
 
 
@@ -420,6 +472,8 @@ class Config:
     student: StudentConfig = field(default_factory=StudentConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
+    adapt: AdaptConfig = field(default_factory=AdaptConfig, metadata={"omit_when_default": True})
+    """Left out of the fingerprint while off (the default), so runs recorded before it existed still match."""
     sweep: SweepConfig = field(default_factory=SweepConfig, metadata=EXECUTION_ONLY)
     """Left out of the run's fingerprint whole: sweeping a finished run never makes it a different run."""
 
@@ -435,6 +489,9 @@ class Config:
         _check(self.data.space != "vectors" or self.teacher.kind != "auto" or self.teacher.checkpoint is not None,
                "data.space vectors has no seed data to train a teacher on: give teacher.kind callable (a simulator) "
                "or teacher.checkpoint.")
+        _check(self.data.shards >= self.adapt.rounds + 1,
+               f"adapt.rounds {self.adapt.rounds} needs at least {self.adapt.rounds + 1} training shards "
+               f"(one a round), got data.shards {self.data.shards}.")
 
     @property
     def loss(self) -> str:
@@ -451,6 +508,8 @@ def result_fields(obj: Any) -> dict:
         if f.metadata.get("execution_only"):
             continue
         value = getattr(obj, f.name)
+        if f.metadata.get("omit_when_default") and value == f.default_factory():
+            continue
         if isinstance(value, list):
             value = [result_fields(v) if dataclasses.is_dataclass(v) else v for v in value]
         out[f.name] = result_fields(value) if dataclasses.is_dataclass(value) else value
