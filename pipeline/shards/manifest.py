@@ -31,6 +31,8 @@ class ShardRecord:
     first_error: str = ""  # the first failure of the teacher on this shard (raised, timed out), if any
     teacher_seconds: float = 0.0  # time spent inside the teacher's calls (its throughput, for the report)
     node: str = ""  # Ray node that labeled the shard (for the record; not part of the content)
+    round: int = 0  # active distillation: the round that labeled it (0: uniform; pipeline/adapt/)
+    provenance: Optional[dict] = None  # a later round's shard: the proposal it labels (round, file, kinds, sources)
 
 
 @dataclass
