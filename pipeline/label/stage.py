@@ -198,7 +198,8 @@ def _label_stage(cfg: Config, paths: rundir.RunPaths, seed: SeedData | None) -> 
     if not vector_space:
         seed = seed if seed is not None else load_seed(cfg)
     gen_hash = generator_hash(cfg, None if vector_space else seed.train_images)
-    plan = {"train": (cfg.data.shards, cfg.data.seed), "heldout": (cfg.data.heldout_shards, cfg.data.heldout_seed)}
+    # With adapt.rounds, only round 0's share of the training shards is uniform (pipeline/adapt/).
+    plan = {"train": (cfg.adapt.round_shards(cfg.data.shards)[0], cfg.data.seed), "heldout": (cfg.data.heldout_shards, cfg.data.heldout_seed)}
     result = LabelResult()
     with ray_session(cfg.address, cfg.code_dir):
         retries = cfg.label.max_retries
