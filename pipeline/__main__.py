@@ -58,6 +58,12 @@ def _train(cfg: Config) -> None:
     print(f"student {r.action}: {r.card.arch}, {r.card.params:,} params, {r.card.epochs} epochs -> {r.weights}")
 
 
+def _adapt(cfg: Config) -> None:
+    from pipeline.adapt.loop import run_adapt
+
+    run_adapt(cfg)
+
+
 def _eval(cfg: Config) -> int:
     from pipeline.evaluate.stage import run_eval_stage
 
@@ -115,7 +121,9 @@ def _run(cfg: Config) -> int:
         return _summary(cfg, dataclasses.replace(report, **gate))
     _teacher(cfg)
     _label(cfg)
-    _train(cfg)
+    if cfg.adapt.rounds:
+        _adapt(cfg)
+    _train(cfg)  # with adapt.rounds: the last round's student, reused (and exported if it is not yet)
     return _eval(cfg)
 
 
