@@ -410,6 +410,9 @@ class AdaptConfig:
     the box, in round 1; shrinks by `shrink` each later round. Points are clipped to the box."""
     shrink: float = 0.5
     """Factor on the warp and the spread from one round to the next: later rounds look closer."""
+    compare: Optional[str] = field(default=None, metadata=EXECUTION_ONLY)
+    """Output directory of a uniform run of the same config (no adapt): its held-out figure at its
+    labels is drawn beside the rounds' curve in the report."""
     round_epochs: Optional[int] = None
     """Training epochs of the students of rounds before the last (they only point at the worst rows);
     the last round's student trains train.max_epochs. None: train.max_epochs for every round."""

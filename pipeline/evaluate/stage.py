@@ -17,6 +17,7 @@ merged the same way.
 from __future__ import annotations
 
 import contextlib
+import copy
 import dataclasses
 import functools
 
@@ -80,15 +81,19 @@ class Scan:
         return values if self.worst is None else {**values, "worst": self.worst.rows}
 
 
-def new_scan(manifest: shards.Manifest, bins: int, tolerance: float, worst: int = 0) -> Scan:
-    """Empty metric states of the manifest's task, and a worst-row keeper for a classification split."""
+def new_scan(manifest: shards.Manifest, bins: int, tolerance: float, worst=0) -> Scan:
+    """Empty metric states of the manifest's task, and a worst-row keeper for a classification split.
+    `worst` may also be a row keeper of one's own (any task; e.g. pipeline.adapt.score), copied empty:
+    its update(student, teacher, inputs, shard, file, first_row) sees every row once."""
+    if not isinstance(worst, int):
+        return Scan(new_metrics(manifest, bins, tolerance), copy.deepcopy(worst))
     keep = WorstRows(worst) if worst and manifest.task != REGRESSION else None
     return Scan(new_metrics(manifest, bins, tolerance), keep)
 
 
 @torch.inference_mode()
 def evaluate_shards(student: torch.nn.Module, split_dir: str, manifest: shards.Manifest, indices: list[int],
-                    batch_size: int, bins: int, tolerance: float = 0.01, worst: int = 0) -> Scan:
+                    batch_size: int, bins: int, tolerance: float = 0.01, worst=0) -> Scan:
     """Metric states over every row of the given shards (and their `worst` worst rows, classification).
     Shard by shard, so each batch knows its rows' positions; the batches are those of one pass."""
     scan = new_scan(manifest, bins, tolerance, worst)
@@ -99,11 +104,11 @@ def evaluate_shards(student: torch.nn.Module, split_dir: str, manifest: shards.M
         one = dataclasses.replace(manifest, shards={index: record})
         for batch in shards.iter_batches(split_dir, one, batch_size):
             predicted = student(decode(batch["input"]))
-            if manifest.task == REGRESSION:
-                scan.metrics.update(predicted, batch[target].float())
-                continue
             teacher = batch[target].float()
-            scan.metrics.update(Outputs(predicted, teacher))
+            if manifest.task == REGRESSION:
+                scan.metrics.update(predicted, teacher)
+            else:
+                scan.metrics.update(Outputs(predicted, teacher))
             if scan.worst is not None:
                 # Shards hold each input flat; the gallery keeps it in its own shape.
                 inputs = batch["input"].reshape(-1, *manifest.input_shape)
@@ -114,14 +119,14 @@ def evaluate_shards(student: torch.nn.Module, split_dir: str, manifest: shards.M
 
 @ray.remote(num_cpus=1)
 def _evaluate_part(card: StudentCard, weights: bytes, split_dir: str, manifest: shards.Manifest, indices: list[int],
-                   batch_size: int, bins: int, tolerance: float, worst: int):
+                   batch_size: int, bins: int, tolerance: float, worst):
     torch.set_num_threads(1)  # one core per task (num_cpus=1): parallel tasks must not oversubscribe
     return evaluate_shards(student_from(card, weights), split_dir, manifest, indices, batch_size, bins, tolerance,
                            worst)
 
 
 def evaluate_split(student: torch.nn.Module, card: StudentCard, weights, split_dir: str, batch_size: int,
-                   bins: int = 15, workers: int = 1, tolerance: float = 0.01, worst: int = 0) -> Scan:
+                   bins: int = 15, workers: int = 1, tolerance: float = 0.01, worst=0) -> Scan:
     """One split's metrics (and its `worst` worst rows), in this process (workers=1) or in up to
     `workers` Ray tasks (Ray must be initialized), merged; `weights` may be bytes or a Ray object ref."""
     manifest = shards.require_manifest(split_dir)
