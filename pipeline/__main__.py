@@ -3,6 +3,7 @@
     python -m pipeline run --out DIR                 every stage, embedded Ray unless --address/RAY_ADDRESS
     python -m pipeline teacher|label|train|eval --out DIR
                                                      one stage, continuing the run recorded in DIR
+    python -m pipeline label --repair --out DIR      relabel only the shards that are missing or altered
     python -m pipeline eval DIR --min-agreement 0.99 exit 3 if held-out agreement is below the bar
     python -m pipeline sweep DIR --sweep.widths '[8,32,128]'
                                                      students of several sizes: the smallest reaching the target
@@ -42,9 +43,13 @@ def _teacher(cfg: Config) -> None:
 
 
 def _label(cfg: Config) -> None:
+    from pipeline.label.repair import repair_line
     from pipeline.label.stage import run_label_stage
 
     for split, s in run_label_stage(cfg).splits.items():
+        if cfg.label.repair:
+            print(repair_line(split, s))
+            continue
         print(f"{split}: {s.rows:,} rows in {s.shards} shards ({s.written} written, {s.skipped} already there, "
               f"{s.rejected} rows rejected for non-finite or failed teacher outputs) in {s.split_dir}")
         if s.first_error:
@@ -153,6 +158,9 @@ def build_parser() -> ArgumentParser:
             sub.add_argument("--max-rel-error", type=Optional[float], default=None,
                              help="Regression: exit with code 3 if the held-out relative L2 error at "
                                   "eval.rel_error_quantile (default p95) is above this (eval.max_rel_error).")
+        if name == "label":
+            sub.add_argument("--repair", action="store_true",
+                             help="Relabel recorded shards that are missing or altered; leave the rest (label.repair).")
         if name in ("run", "train"):
             sub.add_argument("--devices", type=Optional[int], default=None,
                              help="DDP processes for the train stage (train.devices).")
@@ -182,6 +190,8 @@ def _to_config(parser: ArgumentParser, ns) -> Config:
         cfg.train = dataclasses.replace(cfg.train, devices=stage_ns.devices)
     if getattr(stage_ns, "resume", False):
         cfg.train = dataclasses.replace(cfg.train, resume=True)
+    if getattr(stage_ns, "repair", False):
+        cfg.label = dataclasses.replace(cfg.label, repair=True)
     return cfg
 
 

@@ -68,8 +68,10 @@ def test_rerun_skips_committed_shards_and_rewrites_missing_ones_identically(labe
     (tmp_path / "run" / "shards" / "train" / before.shards[1].path).unlink()
     path2 = tmp_path / "run" / "shards" / "train" / before.shards[2].path
     path2.write_bytes(path2.read_bytes()[:100])
-    result = run_label_stage(cfg)
-    assert result.splits["train"].written == 2
+    with pytest.raises(UserError, match="label --repair"):  # damage after commit is news, not routine
+        run_label_stage(cfg)
+    result = run_label_stage(dataclasses.replace(cfg, label=dataclasses.replace(cfg.label, repair=True)))
+    assert result.splits["train"].written == 2 and result.splits["train"].repaired == [before.shards[2].path]
     after = shards.load_manifest(split)
     assert [r.sha256 for r in after.records()] == [r.sha256 for r in before.records()]
 

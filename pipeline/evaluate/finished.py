@@ -7,7 +7,8 @@ one given (a different one is refused as every stage refuses it), the teacher's 
 match its fingerprint, the seed data gives the generator hash the shards were made with, both
 manifests are complete with every shard at its recorded size, the student was trained on this
 teacher (and exported), and the report is newer than the student. Anything less and `run` does the
-missing work as usual. A shard altered in place at its recorded size is `verify`'s to find.
+missing work as usual. Every shard is also hashed (once a process): a damaged one is refused with
+the command that repairs it, not reported as finished.
 """
 
 from __future__ import annotations
@@ -45,6 +46,7 @@ def _shards_in_place(cfg: Config, paths: rundir.RunPaths, fingerprint: str) -> b
         infos = _infos([storage.join(paths.split(split), r.path) for r in records])
         if any(info.type != pafs.FileType.File or info.size != r.bytes for info, r in zip(infos, records)):
             return False
+        shards.check_split(paths.split(split), manifest)
     return True
 
 

@@ -8,6 +8,10 @@ Generation of the next shards overlaps the teacher's inference on the current on
 bytes are a pure function of (config, seed, shard index, teacher), and a shard is committed by the
 driver only after the worker has renamed it into place, so a retried or rerun shard is harmless:
 a rerun skips every shard the manifest records whose checksum matches, and writes the rest.
+
+A recorded shard that is missing or whose bytes changed after commit stops the stage before
+anything starts, unless label.repair (`label --repair`) says to relabel it: the same (config,
+seed, index, teacher) gives the same bytes, written and recorded as any shard is.
 """
 
 from __future__ import annotations
@@ -34,6 +38,7 @@ from pipeline.inputs.seeds import SeedData
 from pipeline.label import faults
 from pipeline.label.actor import ShardJob, TeacherFailed
 from pipeline.label.pool import LOST_WORK, LabelerPool
+from pipeline.label.repair import damaged_splits
 from pipeline.resolve import add_code_dir
 from pipeline.run import rundir, storage
 from pipeline.run.lock import output_lock
@@ -55,6 +60,8 @@ class SplitResult:
     skipped: int
     rejected: int
     first_error: str = ""  # the teacher's first failure on a batch (its rows were rejected)
+    repaired: list[str] = field(default_factory=list)  # files of damaged shards relabeled (label.repair)
+    repaired_identical: int = 0  # of those, relabeled byte for byte as first recorded
 
 
 @dataclass
@@ -92,22 +99,17 @@ def generate_vector_shard(box: vectors.Box, sampler: str, seed: int, count: int,
 
 def _label_split(cfg: Config, paths: rundir.RunPaths, split: str, planned: int, base_seed: int, card: TeacherCard,
                  generate: Callable[[ShardJob], object], labelers: Callable[[], LabelerPool],
-                 gen_hash: str) -> SplitResult:
+                 gen_hash: str, damaged: dict[int, str]) -> SplitResult:
     split_dir = paths.split(split)
     manifest = shards.load_manifest(split_dir)
-    if manifest is not None and (manifest.teacher_fingerprint != card.fingerprint or manifest.generator_hash != gen_hash):
-        what = "teacher" if manifest.teacher_fingerprint != card.fingerprint else "generator config"
-        raise UserError(f"{split_dir} holds shards made with a different {what}; use another --out to label anew.")
     if manifest is None:
         manifest = shards.Manifest(split=split, teacher_fingerprint=card.fingerprint, generator_hash=gen_hash,
                                    input_shape=list(card.input_shape), num_classes=card.num_outputs,
                                    input_space=cfg.data.space, task=cfg.task.kind, parameters=_parameters(cfg),
                                    planned_shards=planned, row_group_size=cfg.data.row_group_size,
                                    top_k=cfg.label.top_k)
-    bad = {i: problem for i, r in manifest.shards.items() if (problem := shards.check_shard(split_dir, r))}
-    for i, problem in bad.items():
-        tqdm.write(f"relabeling shard {i}: {problem}")
-        del manifest.shards[i]
+    # Dropped from the manifest, so relabeled like never-labeled shards (written, renamed, recorded).
+    replaced = {i: manifest.shards.pop(i) for i in damaged}
     metadata = {"teacher_fingerprint": card.fingerprint, "generator_hash": gen_hash, "split": split,
                 "input_shape": list(card.input_shape), "num_classes": card.num_outputs}
     todo = deque(
@@ -169,7 +171,9 @@ def _label_split(cfg: Config, paths: rundir.RunPaths, split: str, planned: int, 
     _remove_leftovers(split_dir)
     rejected = sum(r.rejected for r in manifest.shards.values())
     first_error = next((r.first_error for r in manifest.records() if r.first_error), "")
-    return SplitResult(split_dir, planned, manifest.rows, planned - skipped, skipped, rejected, first_error)
+    identical = sum(manifest.shards[i].sha256 == old.sha256 for i, old in replaced.items())
+    return SplitResult(split_dir, planned, manifest.rows, planned - skipped, skipped, rejected, first_error,
+                       [r.path for r in replaced.values()], identical)
 
 
 def _remove_leftovers(split_dir: str) -> None:
@@ -198,6 +202,7 @@ def _label_stage(cfg: Config, paths: rundir.RunPaths, seed: SeedData | None) -> 
     if not vector_space:
         seed = seed if seed is not None else load_seed(cfg)
     gen_hash = generator_hash(cfg, None if vector_space else seed.train_images)
+    damaged = damaged_splits(cfg, paths, card.fingerprint, gen_hash)
     # With adapt.rounds, only round 0's share of the training shards is uniform (pipeline/adapt/).
     plan = {"train": (cfg.adapt.round_shards(cfg.data.shards)[0], cfg.data.seed), "heldout": (cfg.data.heldout_shards, cfg.data.heldout_seed)}
     result = LabelResult()
@@ -222,7 +227,7 @@ def _label_stage(cfg: Config, paths: rundir.RunPaths, seed: SeedData | None) -> 
         for split in SPLITS:
             planned, base_seed = plan[split]
             result.splits[split] = _label_split(cfg, paths, split, planned, base_seed, card, generate, labelers,
-                                                gen_hash)
+                                                gen_hash, damaged.get(split, {}))
         if labelers.cache_info().currsize:
             labelers().shutdown()
     return result

@@ -11,6 +11,8 @@ import hashlib
 from dataclasses import asdict, dataclass, field
 from typing import Optional
 
+import pyarrow.fs as pafs
+
 from pipeline.run import storage
 from pipeline.errors import UserError
 from pipeline.shards.schema import SCHEMA_VERSION
@@ -100,6 +102,9 @@ def load_manifest(split_dir: str) -> Manifest | None:
 
 
 def require_manifest(split_dir: str) -> Manifest:
+    """The manifest of a complete split whose every shard has the bytes it records: what a stage that
+    reads the split (train, eval, sweep, promote) starts from, so it refuses damage before it
+    writes anything, and its readers then find each shard already hashed (see check_shard)."""
     manifest = load_manifest(split_dir)
     if manifest is None:
         raise UserError(f"No labeled shards in {split_dir}: run the label stage first.")
@@ -108,6 +113,7 @@ def require_manifest(split_dir: str) -> Manifest:
             f"{split_dir} holds {len(manifest.shards)} of {manifest.planned_shards} shards: "
             "rerun the label stage to finish it."
         )
+    check_split(split_dir, manifest)
     return manifest
 
 
@@ -119,14 +125,71 @@ def sha256_of(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-def check_shard(split_dir: str, record: ShardRecord) -> str | None:
-    """None if the shard on disk matches its record, else a sentence saying what is wrong."""
+HASH_CHUNK = 8 << 20  # bytes read at a time while hashing a shard
+_hashed: set[tuple] = set()  # (filesystem, path, size, mtime, sha256) of shards this process found intact
+
+
+def check_shard(split_dir: str, record: ShardRecord, trust_seen: bool = True) -> str | None:
+    """None if the shard on disk has the size and sha256 its record says, else a sentence saying what
+    is wrong (naming the file).
+
+    Every byte is hashed the first time a process checks a shard; with `trust_seen`, later checks of
+    the same unchanged file (same size and modification time) are trusted, so an epoch loop, or a
+    stage that checked its splits up front, hashes each shard once, not on every open."""
     path = storage.join(split_dir, record.path)
-    if not storage.exists(path):
+    fs, p = storage.resolve(path)
+    info = fs.get_file_info(p)
+    if info.type == pafs.FileType.NotFound:
         return f"{path} is missing"
-    data = storage.read_bytes(path)
-    if len(data) != record.bytes:
-        return f"{path} has {len(data)} bytes where the manifest records {record.bytes} (truncated or altered)"
-    if sha256_of(data) != record.sha256:
+    if info.type != pafs.FileType.File:
+        return f"{path} is a {info.type.name.lower()}, not a file"
+    if info.size != record.bytes:
+        return f"{path} has {info.size} bytes where the manifest records {record.bytes} (truncated or altered)"
+    key = (fs.type_name, p, info.size, info.mtime_ns, record.sha256)
+    if trust_seen and key in _hashed:
+        return None
+    digest = hashlib.sha256()
+    with fs.open_input_stream(p) as f:
+        while chunk := f.read(HASH_CHUNK):
+            digest.update(chunk)
+    if digest.hexdigest() != record.sha256:
         return f"{path} does not match its sha256 in the manifest (altered after commit)"
+    _hashed.add(key)
     return None
+
+
+def repair_command(split_dir: str) -> str:
+    """The command that relabels a split's damaged shards: the run directory is two levels up
+    (DIR/shards/<split>)."""
+    parts = split_dir.rstrip("/").rsplit("/", 2)
+    out = parts[0] if len(parts) == 3 and parts[1] == "shards" else "DIR"
+    return f"python -m pipeline label --repair --out {out}"
+
+
+def damaged_shards(split_dir: str, manifest: Manifest) -> dict[int, str]:
+    """Index -> what is wrong, for every recorded shard that is missing or differs from its record."""
+    return {r.index: problem for r in manifest.records() if (problem := check_shard(split_dir, r))}
+
+
+def damage_error(split_dir: str, damaged: dict[int, str]) -> UserError:
+    """One sentence for damaged shards of a split: the first, how many more, and the command that repairs them."""
+    first = damaged[min(damaged)]
+    more = f", and {len(damaged) - 1} more shard(s) of {split_dir} are damaged" if len(damaged) > 1 else ""
+    them = "them" if len(damaged) > 1 else "it"
+    return UserError(f"Shard {first}{more}: relabel {them} with `{repair_command(split_dir)}`.")
+
+
+def check_split(split_dir: str, manifest: Manifest) -> None:
+    """Raise a UserError naming the first damaged shard of the split and the command that repairs it."""
+    damaged = damaged_shards(split_dir, manifest)
+    if damaged:
+        raise damage_error(split_dir, damaged)
+
+
+def verify_bytes(path: str, record: ShardRecord) -> None:
+    """Raise a UserError unless the shard at `path` has the size and sha256 its record says (each
+    unchanged file is hashed once per process: see check_shard)."""
+    split_dir = path.rsplit("/", 1)[0]
+    problem = check_shard(split_dir, record)
+    if problem:
+        raise damage_error(split_dir, {record.index: problem})

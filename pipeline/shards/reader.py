@@ -30,7 +30,6 @@ Both hand out dense `logits`, also from shards labeled with label.top_k (see sch
 
 from __future__ import annotations
 
-import hashlib
 from collections import OrderedDict
 from typing import Iterator, Sequence
 
@@ -42,7 +41,7 @@ from torch.utils.data import IterableDataset, get_worker_info
 
 from pipeline.run import storage
 from pipeline.errors import UserError
-from pipeline.shards.manifest import Manifest, ShardRecord
+from pipeline.shards.manifest import Manifest, ShardRecord, check_shard, damage_error
 from pipeline.shards.schema import dense_logits, field_dtype
 
 def default_columns(manifest: Manifest) -> tuple[str, str]:
@@ -53,47 +52,13 @@ TOPK_COLUMNS = ("topk_values", "topk_indices")  # what a top-k shard stores inst
 OPEN_FILES = 32  # Parquet files a reader keeps open (row groups come in random shard order); bounds memory
 
 
-HASH_CHUNK = 8 << 20  # bytes read at a time while hashing a shard
-_verified: set[tuple] = set()  # (path, size, mtime, sha256) of shards whose bytes this process has hashed
-
-
-def _identity(fs, p: str, info) -> tuple:
-    mtime = info.mtime_ns if info.mtime_ns is not None else None
-    return (fs.type_name, p, info.size, mtime)
-
-
-def verify_bytes(path: str, record: ShardRecord) -> None:
-    """Raise a UserError unless the shard at `path` has the size and sha256 its manifest records.
-
-    Every byte is hashed the first time a process opens a shard (a few ms a megabyte); later opens
-    of the same unchanged file (same size and modification time) are trusted, so an epoch loop
-    hashes each shard once, not once an epoch."""
-    fs, p = storage.resolve(path)
-    info = fs.get_file_info(p)
-    if info.size is None:
-        raise UserError(f"Shard {path} is recorded in the manifest but missing on disk: relabel it with "
-                        "`python -m pipeline label --repair`.")
-    if info.size != record.bytes:
-        raise UserError(f"Shard {path} has {info.size} bytes where the manifest records {record.bytes}: it was "
-                        "truncated or altered after commit; relabel it with `python -m pipeline label --repair`.")
-    key = (*_identity(fs, p, info), record.sha256)
-    if key in _verified:
-        return
-    digest = hashlib.sha256()
-    with fs.open_input_stream(p) as f:
-        while chunk := f.read(HASH_CHUNK):
-            digest.update(chunk)
-    if digest.hexdigest() != record.sha256:
-        raise UserError(f"Shard {path} does not match its sha256 in the manifest (its bytes changed after "
-                        "commit): relabel it with `python -m pipeline label --repair`.")
-    _verified.add(key)
-
-
 def open_shard(split_dir: str, record: ShardRecord) -> pq.ParquetFile:
     """Open a committed shard, refusing one whose bytes differ from the manifest's record."""
     path = storage.join(split_dir, record.path)
     fs, p = storage.resolve(path)
-    verify_bytes(path, record)
+    problem = check_shard(split_dir, record)
+    if problem:
+        raise damage_error(split_dir, {record.index: problem})
     try:
         return pq.ParquetFile(fs.open_input_file(p))
     except Exception as exc:  # pyarrow: ArrowInvalid "Parquet magic bytes not found" and the like

@@ -124,6 +124,8 @@ class ShardDataModule(L.LightningDataModule):
         self.steps_per_call, self.memory_budget_mb = steps_per_call, memory_budget_mb
         self.train_manifest = shards.require_manifest(paths.split("train"))
         self.heldout_manifest = shards.load_manifest(paths.split(EVAL_SPLIT))
+        if self.heldout_manifest is not None:  # refused here, not after epochs of training
+            shards.check_split(paths.split(EVAL_SPLIT), self.heldout_manifest)
         self.in_memory = False
 
     def batches_per_epoch(self, world_size: int) -> int:
