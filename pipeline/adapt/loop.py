@@ -25,6 +25,7 @@ training and held-out shards: the report's curve of agreement (or error) against
 
 from __future__ import annotations
 
+import base64
 import dataclasses
 import functools
 import io
@@ -173,6 +174,45 @@ def _figures(cfg: Config, paths: rundir.RunPaths, round_: int, where: str) -> di
     return {"round": round_, "shards": len(manifest.shards), "labels": manifest.rows, **values}
 
 
+GALLERY_PER_KIND = 4  # proposed inputs of each kind shown per round in the report
+
+
+def _gallery(paths: rundir.RunPaths, rounds: list[int]) -> list[dict]:
+    """A few proposed inputs of each kind per round, as the report's gallery stores inputs."""
+    out = []
+    for r in rounds:
+        if not r or not storage.exists(proposal_path(paths, r)):
+            continue
+        proposal, _ = load_proposal(proposal_path(paths, r))
+        for k, kind in enumerate(PROPOSAL_KINDS):
+            for i in np.nonzero(proposal.kind == k)[0][:GALLERY_PER_KIND]:
+                x = np.ascontiguousarray(proposal.inputs[i])
+                out.append({"round": r, "kind": kind, "source": int(proposal.source[i]),
+                            "partner": int(proposal.partner[i]),
+                            "input": {"dtype": str(x.dtype), "shape": list(x.shape),
+                                      "base64": base64.b64encode(x.tobytes()).decode()}})
+    return out
+
+
+def _uniform(compare: str | None) -> dict | None:
+    """The figures of the uniform run named by adapt.compare, from its report.json."""
+    if not compare or not storage.exists(rundir.RunPaths(compare).report_json):
+        return None
+    report = storage.read_json(rundir.RunPaths(compare).report_json)
+    if report.get("task") == REGRESSION:
+        values = {s: summary(report["regression"][s]) for s in rundir.SPLITS}
+    else:
+        values = {s: {"samples": v["samples"], "top1": v["top1"], "kl": v["kl"]}
+                  for s, v in report["agreement"].items() if s in rundir.SPLITS}
+    return {"run": compare, "labels": values["train"]["samples"], **values}
+
+
+def _write_rounds(cfg: Config, paths: rundir.RunPaths, history: dict[int, dict]) -> None:
+    storage.write_json_atomic(adapt_dir(paths, ROUNDS_JSON), {
+        "rounds": [history[k] for k in sorted(history)], "uniform": _uniform(cfg.adapt.compare),
+        "gallery": _gallery(paths, sorted(history))})
+
+
 def run_adapt(cfg: Config) -> AdaptResult:
     """The rounds after the label stage has labeled round 0 (and the held-out shards); ends with the
     last round's student in DIR/student."""
@@ -181,7 +221,6 @@ def run_adapt(cfg: Config) -> AdaptResult:
     bounds = np.cumsum(plan).tolist()
     card = read_card(paths)
     gen_hash = generator_hash(cfg, None if cfg.data.space == vectors.NAME else load_seed(cfg).train_images)
-    rounds_path = adapt_dir(paths, ROUNDS_JSON)
     history = {r["round"]: r for r in read_rounds(cfg.out)}
     with ray_session(cfg.address, cfg.code_dir):
         labelers = functools.cache(lambda: LabelerPool(cfg, paths, card, cfg.data.space))
@@ -197,7 +236,7 @@ def run_adapt(cfg: Config) -> AdaptResult:
             where = _train_round(cfg, paths, r, last)
             if r not in history:
                 history[r] = _figures(cfg, paths, r, where)
-                storage.write_json_atomic(rounds_path, {"rounds": [history[k] for k in sorted(history)]})
+                _write_rounds(cfg, paths, history)
             output.result(round_line(history[r]))
         if labelers.cache_info().currsize:
             labelers().shutdown()

@@ -6,7 +6,7 @@ as the sweep does when it adds its results.
 
 from __future__ import annotations
 
-from pipeline.evaluate import gallery, plots, regression_plots
+from pipeline.evaluate import gallery, plots, regression_plots, rounds
 from pipeline.evaluate.render_html import html_page
 from pipeline.evaluate.report import (
     Report,
@@ -34,6 +34,9 @@ def figures(report: Report) -> dict[str, tuple[str, bytes]]:
         out["curves"] = ((f"Training curves: distillation loss and {what} per epoch, on log scales (a hollow "
                          "marker on the floor: none at all)."),
                          plots.training_curves(report.curves, report.task))
+    if (report.adapt or {}).get("rounds"):
+        out["adapt"] = (("Active distillation: the student's held-out figure against labels spent, round by "
+                         "round (grey: a uniform run of the same config)."), rounds.figure(report.adapt))
     if report.task == "regression":
         return out | regression_plots.figures(report)
     if any(report.per_class_agreement.values()) and report.classes:
@@ -55,6 +58,12 @@ def figures(report: Report) -> dict[str, tuple[str, bytes]]:
     return out
 
 
+def _rounds_lines(report: Report) -> list[str]:
+    if not (report.adapt or {}).get("rounds"):
+        return []
+    return ["## Active distillation", "", markdown_table(rounds.table(report.adapt)), ""]
+
+
 def markdown(report: Report, figure_captions: dict[str, str] | None = None,
              thumbnails: list[bytes | None] | None = None) -> str:
     t, s = report.teacher, report.student
@@ -63,7 +72,7 @@ def markdown(report: Report, figure_captions: dict[str, str] | None = None,
                  (f"Simulator `{t.get('arch')}` (version {t.get('version')}, fingerprint `{str(t.get('fingerprint'))[:12]}`); "
                  f"student `{s.get('arch')}` {kwargs_text(s)}, trained {s.get('epochs')} epochs."), "",
                  "## Relative error", "", markdown_table(regression_table(report)), "",
-                 *[f"- {line}" for line in regression_lines(report)], ""]
+                 *[f"- {line}" for line in regression_lines(report)], "", *_rounds_lines(report)]
         for name, caption in (figure_captions or {}).items():
             lines += [f"![{caption}]({PLOTS_DIR}/{name}.png)", ""]
         return "\n".join(lines)
@@ -74,6 +83,7 @@ def markdown(report: Report, figure_captions: dict[str, str] | None = None,
         "## Student–teacher agreement", "", markdown_table(agreement_table(report)), "",
         *[f"- {line}" for line in summary_lines(report)], "",
     ]
+    lines += _rounds_lines(report)
     lines += gallery.markdown_lines(report, gallery.thumbnails(report) if thumbnails is None else thumbnails, PLOTS_DIR)
     if report.sweep and report.sweep.get("trials"):
         lines += ["## Capacity sweep", "", markdown_table(sweep_table(report.sweep)), ""]

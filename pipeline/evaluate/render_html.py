@@ -6,7 +6,7 @@ from __future__ import annotations
 import base64
 from html import escape
 
-from pipeline.evaluate import gallery
+from pipeline.evaluate import gallery, rounds
 from pipeline.evaluate.report import (
     Report,
     agreement_table,
@@ -83,6 +83,13 @@ def _definitions() -> str:
     return f'<h2>Definitions</h2><ul class="muted">{items}</ul>'
 
 
+def _rounds(report: Report) -> str:
+    """Active distillation: the rounds' table and the proposed inputs (its curve is among the figures)."""
+    if not (report.adapt or {}).get("rounds"):
+        return ""
+    return "<h2>Active distillation</h2>" + _table(rounds.table(report.adapt)) + rounds.gallery_html(report.adapt)
+
+
 def regression_page(report: Report, figs: dict[str, tuple[str, bytes]]) -> str:
     t, s = report.teacher, report.student
     intro = (f"Simulator <code>{escape(str(t.get('arch')))}</code> (version {escape(str(t.get('version')))}, "
@@ -92,9 +99,9 @@ def regression_page(report: Report, figs: dict[str, tuple[str, bytes]]) -> str:
     lines = "".join(f"<li>{escape(line)}</li>" for line in regression_lines(report) if not line.startswith("promotion"))
     parts = [
         "<!doctype html><html><head><meta charset='utf-8'><title>Surrogate report</title>",
-        f"<style>{STYLE}</style></head><body>",
+        f"<style>{STYLE}{gallery.STYLE}</style></head><body>",
         "<h1>Surrogate report</h1>", f"<p>{intro}</p>", _gate(report),
-        "<h2>Relative error</h2>", _table(regression_table(report)), f"<ul>{lines}</ul>",
+        "<h2>Relative error</h2>", _table(regression_table(report)), f"<ul>{lines}</ul>", _rounds(report),
         *[_figure(caption, png) for caption, png in figs.values()],
         "</body></html>",
     ]
@@ -121,6 +128,7 @@ def html_page(report: Report, figs: dict[str, tuple[str, bytes]], thumbnails: li
         "<h1>Distillation report</h1>", f"<p>{intro}</p>", _gate(report),
         "<h2>Student–teacher agreement</h2>", _table(agreement_table(report)), f"<ul>{summary}</ul>",
         gallery.html_section(report, gallery.thumbnails(report) if thumbnails is None else thumbnails),
+        _rounds(report),
     ]
     if latency_lines(report):
         lat = report.latency

@@ -53,6 +53,8 @@ class Report:
     rel_error_quantile: str = "p95"
     # Classification: the worst held-out rows, {"split", "input_space", "rows": [...]} (pipeline.evaluate.worst).
     gallery: dict | None = None
+    # Active distillation: DIR/adapt/rounds.json ({"rounds", "uniform", "gallery"}; pipeline/adapt/loop.py).
+    adapt: dict | None = None
 
     @property
     def gate_value(self) -> float | None:

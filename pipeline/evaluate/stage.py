@@ -208,7 +208,14 @@ def regression_report(cfg: Config, paths: rundir.RunPaths, student, card: Studen
         regression={**values, "tolerance": cfg.task.tolerance, "parameters": names, "details": details},
         speed=speed, speedup=regression.speedup(speed["teacher"], speed["student"]) if "student" in speed else None,
         max_rel_error=cfg.eval.max_rel_error, rel_error_quantile=cfg.eval.rel_error_quantile,
+        adapt=adapt_rounds(paths),
     )
+
+
+def adapt_rounds(paths: rundir.RunPaths) -> dict | None:
+    """The run's active-distillation rounds (DIR/adapt/rounds.json, written by pipeline/adapt/), if any."""
+    path = storage.join(paths.root, "adapt", "rounds.json")
+    return storage.read_json(path) if storage.exists(path) else None
 
 
 def run_eval_stage(cfg: Config) -> Report:
@@ -252,6 +259,7 @@ def run_eval_stage(cfg: Config) -> Report:
         curves=read_curves(paths.student_dir),
         sweep=storage.read_json(paths.sweep_json) if storage.exists(paths.sweep_json) else None,
         gallery=gallery,
+        adapt=adapt_rounds(paths),
     )
     write_report(paths, report)
     return report
