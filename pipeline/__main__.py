@@ -24,7 +24,7 @@ from typing import Callable, Optional
 
 from jsonargparse import ActionConfigFile, ArgumentParser, set_parsing_settings
 
-from pipeline.run import rundir
+from pipeline.run import output, rundir
 from pipeline.config import Config
 from pipeline.errors import EXIT_CONFIG_ERROR, EXIT_GATE_FAILED, EXIT_OK, EXIT_USER_ERROR, UserError
 from pipeline.run.lock import output_lock
@@ -38,7 +38,7 @@ def _teacher(cfg: Config) -> None:
     r = run_teacher_stage(cfg)
     c = r.card
     accuracy = f", test accuracy {c.test_accuracy:.4f}" if c.test_accuracy is not None else ""
-    print(f"teacher {r.action}: {c.kind} {c.arch or 'program'}, {c.num_outputs} outputs{accuracy}, "
+    output.result(f"teacher {r.action}: {c.kind} {c.arch or 'program'}, {c.num_outputs} outputs{accuracy}, "
           f"fingerprint {c.fingerprint[:12]}")
 
 
@@ -48,19 +48,19 @@ def _label(cfg: Config) -> None:
 
     for split, s in run_label_stage(cfg).splits.items():
         if cfg.label.repair:
-            print(repair_line(split, s))
+            output.result(repair_line(split, s))
             continue
-        print(f"{split}: {s.rows:,} rows in {s.shards} shards ({s.written} written, {s.skipped} already there, "
+        output.result(f"{split}: {s.rows:,} rows in {s.shards} shards ({s.written} written, {s.skipped} already there, "
               f"{s.rejected} rows rejected for non-finite or failed teacher outputs) in {s.split_dir}")
         if s.first_error:
-            print(f"  first teacher failure in {split}: {s.first_error}")
+            output.result(f"  first teacher failure in {split}: {s.first_error}")
 
 
 def _train(cfg: Config) -> None:
     from pipeline.train.stage import run_train_stage
 
     r = run_train_stage(cfg)
-    print(f"student {r.action}: {r.card.arch}, {r.card.params:,} params, {r.card.epochs} epochs -> {r.weights}")
+    output.result(f"student {r.action}: {r.card.arch}, {r.card.params:,} params, {r.card.epochs} epochs -> {r.weights}")
 
 
 def _adapt(cfg: Config) -> None:
@@ -76,10 +76,10 @@ def _eval(cfg: Config) -> int:
 
 
 def _summary(cfg: Config, report) -> int:
-    print(terminal_summary(report))
-    print(f"report: {rundir.RunPaths(cfg.out).report_json} (and report.md, report.html)")
+    output.result(terminal_summary(report))
+    output.result(f"report: {rundir.RunPaths(cfg.out).report_json} (and report.md, report.html)")
     if report.gate_passed is False:
-        print(f"error: {gate_line(report)}", file=sys.stderr)
+        output.error(gate_line(report), EXIT_GATE_FAILED)
         return EXIT_GATE_FAILED
     return EXIT_OK
 
@@ -90,15 +90,15 @@ def _sweep(cfg: Config) -> None:
 
     def on_done(trial: dict, done: int, total: int) -> None:
         action = "trained" if trial["trained"] else "reused"
-        print(f"[{done}/{total}] {trial['name']} {action}: {trial['params']:,} params, "
-              f"held-out top-1 agreement {trial['agreement']['heldout']:.4f}", flush=True)
+        output.result(f"[{done}/{total}] {trial['name']} {action}: {trial['params']:,} params, "
+                      f"held-out top-1 agreement {trial['agreement']['heldout']:.4f}")
 
     sweep = run_sweep(cfg, on_done)
-    print(text_table(sweep_table(sweep)))
+    output.result(text_table(sweep_table(sweep)))
     smallest = sweep["smallest"]
-    print(f"smallest student reaching held-out agreement {sweep['target']}: "
+    output.result(f"smallest student reaching held-out agreement {sweep['target']}: "
           + (f"{smallest['name']} ({smallest['params']:,} params)" if smallest else "none; try wider students"))
-    print(f"sweep: {rundir.RunPaths(cfg.out).sweep_json} (and sweep.png)")
+    output.result(f"sweep: {rundir.RunPaths(cfg.out).sweep_json} (and sweep.png)")
 
 
 def _verify(cfg: Config) -> int:
@@ -106,8 +106,8 @@ def _verify(cfg: Config) -> int:
 
     result = verify_run(cfg.out)
     for problem in result.problems:
-        print(f"BAD  {problem}")
-    print(f"verified {result.checked} shard(s) in {cfg.out}: "
+        output.result(f"BAD  {problem}")
+    output.result(f"verified {result.checked} shard(s) in {cfg.out}: "
           f"{'all match the manifest' if result.ok else f'{len(result.problems)} problem(s)'}")
     return EXIT_OK if result.ok else EXIT_USER_ERROR
 
@@ -121,7 +121,7 @@ def _run(cfg: Config) -> int:
     check_student_arch(cfg.student)  # a student that names nothing stops the run before hours of labeling
     report = finished_report(cfg)
     if report is not None:  # every stage would only reuse what is there
-        print(f"nothing to do: {cfg.out} is finished with this config and teacher")
+        output.result(f"nothing to do: {cfg.out} is finished with this config and teacher")
         gate = {k: getattr(cfg.eval, k) for k in ("min_agreement", "max_rel_error", "rel_error_quantile")}
         return _summary(cfg, dataclasses.replace(report, **gate))
     _teacher(cfg)
@@ -141,6 +141,24 @@ STAGES: dict[str, tuple[Callable[[Config], Optional[int]], str]] = {
     "verify": (_verify, "Check every shard against the manifest's checksums; exit 1 if any is bad or missing."),
     "sweep": (_sweep, "Train students of several sizes on the run's shards (Ray) and find the smallest that reaches the target agreement."),
 }
+
+
+def add_output_arguments(sub: ArgumentParser) -> None:
+    sub.add_argument("--quiet", action="store_true", help="No progress; only results, warnings and errors.")
+    sub.add_argument("--log-format", choices=output.MODES[:2], default="text",
+                     help="text: bars in a terminal, a progress line every few seconds elsewhere; "
+                          "json: one JSON object per event (results on stdout, the rest on stderr).")
+
+
+def output_options(argv: list[str]) -> tuple[str, bool]:
+    """(--log-format, --quiet) as given, read before parsing so that parse errors follow them too."""
+    log_format = "text"
+    for i, arg in enumerate(argv):
+        if arg == "--log-format" and i + 1 < len(argv):
+            log_format = argv[i + 1]
+        elif arg.startswith("--log-format="):
+            log_format = arg.split("=", 1)[1]
+    return (log_format if log_format in output.MODES[:2] else "text"), "--quiet" in argv
 
 
 def build_parser() -> ArgumentParser:
@@ -166,12 +184,14 @@ def build_parser() -> ArgumentParser:
                              help="DDP processes for the train stage (train.devices).")
             sub.add_argument("--resume", action="store_true",
                              help="Continue an interrupted training run from its last checkpoint (train.resume).")
+        add_output_arguments(sub)
         sub.add_argument("--config", action=ActionConfigFile, help="A YAML file of config values.")
         sub.add_class_arguments(Config, as_group=False)
         subcommands.add_subcommand(name, sub, help=help_text)
     for name, help_text in registry_cli.COMMANDS.items():  # promote, rollback: a registry, not a run's config
         sub = ArgumentParser(description=help_text, exit_on_error=False)
         registry_cli.add_arguments(sub, name)
+        add_output_arguments(sub)
         subcommands.add_subcommand(name, sub, help=help_text)
     return parser
 
@@ -214,13 +234,15 @@ def _one_line(message: str) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
+    log_format, quiet = output_options(argv)
+    output.configure(log_format, quiet, stage=argv[0] if argv else "")
     try:
         stage, cfg = parse(argv)
     except ArgumentError as exc:
-        print(f"error: {_one_line(exc)}", file=sys.stderr)
+        output.error(_one_line(exc), EXIT_CONFIG_ERROR)
         return EXIT_CONFIG_ERROR
     except UserError as exc:
-        print(f"error: {_one_line(exc)}", file=sys.stderr)
+        output.error(_one_line(exc), exc.exit_code)
         return exc.exit_code
     try:
         if stage == "verify":  # reads only: no lock, so it can check a run that is in progress
@@ -230,10 +252,10 @@ def main(argv: list[str] | None = None) -> int:
         with output_lock(cfg.out):
             return STAGES[stage][0](cfg) or EXIT_OK
     except UserError as exc:
-        print(f"error: {_one_line(exc)}", file=sys.stderr)
+        output.error(_one_line(exc), exc.exit_code)
         return exc.exit_code
     except KeyboardInterrupt:
-        print("interrupted: rerun the same command to finish; completed work is kept.", file=sys.stderr)
+        output.error("interrupted: rerun the same command to finish; completed work is kept.", 130)
         return 130
 
 

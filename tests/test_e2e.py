@@ -2,10 +2,12 @@
 
 import json
 import os
+import re
 
 import pytest
 
 from tests.conftest import cli
+from tests.test_output import PERSON_LINES
 
 TINY = os.path.join(os.path.dirname(__file__), "..", "pipeline", "configs", "tiny.yaml")
 
@@ -71,3 +73,16 @@ def test_user_mistakes_get_one_sentence_and_a_nonzero_exit(tmp_path):
     assert not (tmp_path / "b").exists()
     proc = cli("run", "--out", str(tmp_path / "c"), "--data.shards", "three")
     assert proc.returncode == 2 and "data.shards" in proc.stderr
+
+
+def test_a_run_outside_a_terminal_prints_lines_meant_for_a_person(tiny_run):
+    """Text mode, stderr not a terminal (as under CI, cron, Kubernetes): a tiny run's whole log."""
+    _, proc = tiny_run
+    log = proc.stdout + proc.stderr
+    assert "\r" not in log and "\x1b[" not in log  # no bar redraws, no cursor movement
+    assert not re.search(r"Tip:|GPU available|TPU available|it/s\]|Warning|deprecated|Token authentication", log)
+    odd = [line for line in proc.stderr.splitlines() if not PERSON_LINES.match(line)]
+    assert not odd, odd
+    for stage in ("teacher cnn", "label train", "label heldout", "train"):  # each stage says when it is done
+        assert re.search(rf"^{stage}.*\(100%\)", proc.stderr, re.M), stage
+    assert len(log.encode()) < 16 * 1024

@@ -27,7 +27,6 @@ import numpy as np
 import pyarrow.fs as pafs
 import ray
 import torch
-from tqdm.auto import tqdm
 
 from pipeline import shards
 from pipeline.config import Config, DataConfig, fingerprint, result_fields
@@ -40,7 +39,7 @@ from pipeline.label.actor import ShardJob, TeacherFailed
 from pipeline.label.pool import LOST_WORK, LabelerPool
 from pipeline.label.repair import damaged_splits
 from pipeline.resolve import add_code_dir
-from pipeline.run import rundir, storage
+from pipeline.run import output, rundir, storage
 from pipeline.run.lock import output_lock
 from pipeline.run.ray_session import ray_session
 from pipeline.run.rundir import SPLITS
@@ -123,8 +122,7 @@ def _label_split(cfg: Config, paths: rundir.RunPaths, split: str, planned: int, 
     attempts: Counter = Counter()
     # Counted in samples, so the rate and the ETA speak of the teacher's work (a simulator's samples/s).
     per_shard = cfg.data.samples_per_shard
-    bar = tqdm(total=planned * per_shard, initial=skipped * per_shard, desc=f"label {split}", unit="sample",
-               unit_scale=True)
+    bar = output.Progress(f"label {split}", planned * per_shard, "sample", initial=skipped * per_shard)
     done_here = 0
     last_save = started = time.monotonic()
     recorded_seconds = manifest.label_seconds
@@ -155,7 +153,7 @@ def _label_split(cfg: Config, paths: rundir.RunPaths, split: str, planned: int, 
                         f"the {len(manifest.shards)} shards done are kept: rerun to finish.") from exc
                 if isinstance(exc, ray.exceptions.ActorDiedError):
                     pool.replace(actor, handle)
-                tqdm.write(f"redoing {split} shard {job.index}: its worker was lost ({type(exc).__name__})")
+                bar.note(f"redoing {split} shard {job.index}: its worker was lost ({type(exc).__name__})")
                 todo.appendleft(job)
                 continue
             manifest.shards[record.index] = record

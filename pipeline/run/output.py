@@ -23,6 +23,7 @@ from typing import Any, Optional
 ENV = "DISTILLERY_OUTPUT"
 MODES = ("text", "json", "quiet")
 LINE_EVERY_S = 10.0  # seconds between progress lines outside a terminal
+_handler: Optional[logging.Handler] = None  # the log handler `configure` installed
 
 QUIET_LOGGERS = {  # logger -> the lowest level still shown
     "lightning.pytorch": logging.WARNING, "lightning.fabric": logging.WARNING, "lightning": logging.WARNING,
@@ -64,10 +65,13 @@ def configure(log_format: str = "text", quiet: bool = False, stage: str = "") ->
     """Set the mode for this process and its children, and route log records to stderr in it."""
     os.environ[ENV] = "quiet" if quiet else log_format
     os.environ[ENV + "_STAGE"] = stage
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(JsonFormatter() if mode() == "json" else logging.Formatter("%(levelname)s: %(message)s"))
+    global _handler
     root = logging.getLogger()
-    root.handlers[:] = [handler]
+    if _handler is not None:  # configured before (a program calling main() twice): replace ours only
+        root.removeHandler(_handler)
+    _handler = logging.StreamHandler(sys.stderr)
+    _handler.setFormatter(JsonFormatter() if mode() == "json" else logging.Formatter("%(levelname)s: %(message)s"))
+    root.addHandler(_handler)
     root.setLevel(logging.WARNING if quiet else logging.INFO)
     silence_third_party()
     logging.captureWarnings(True)  # warnings become log records: one line each, JSON in json mode
