@@ -73,6 +73,22 @@ def trained_run(labeled_run, tmp_path_factory):
     return cfg
 
 
+@pytest.fixture(scope="session")
+def finished_run(trained_run, tmp_path_factory):
+    """A copy of `trained_run` evaluated too (report.json): a finished run (shared, read-only: copy it
+    to write into it)."""
+    import shutil
+
+    from pipeline.evaluate.stage import run_eval_stage
+
+    out = tmp_path_factory.mktemp("finished") / "out"
+    shutil.copytree(trained_run.out, out)
+    cfg = dataclasses.replace(trained_run, out=str(out))
+    cfg.eval = dataclasses.replace(cfg.eval, latency=False)
+    run_eval_stage(cfg)
+    return cfg
+
+
 def cli(*args, env: dict | None = None, timeout: float = 240) -> subprocess.CompletedProcess:
     """`python -m pipeline ARGS` as a user runs it: its own process session (on the embedded Ray,
     whatever RAY_ADDRESS the shell has), and whatever it leaves running is killed afterwards."""
