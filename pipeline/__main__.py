@@ -26,6 +26,7 @@ from jsonargparse import ActionConfigFile, ArgumentParser, set_parsing_settings
 
 from pipeline.run import output, rundir
 from pipeline.config import Config
+from pipeline.config_file import check_config_options, read_mapping
 from pipeline.errors import EXIT_CONFIG_ERROR, EXIT_GATE_FAILED, EXIT_OK, EXIT_USER_ERROR, UserError
 from pipeline.run.lock import output_lock
 from pipeline.evaluate.report import gate_line, terminal_summary
@@ -216,6 +217,7 @@ def _to_config(parser: ArgumentParser, ns) -> Config:
 
 
 def parse(argv: list[str]) -> tuple[str, Config]:
+    check_config_options(argv)
     parser = build_parser()
     ns = parser.parse_args(argv)
     if ns.stage in registry_cli.COMMANDS:
@@ -224,6 +226,7 @@ def parse(argv: list[str]) -> tuple[str, Config]:
     saved = rundir.saved_config_path(out)
     if ns.stage != "run" and saved and argv and argv[0] == ns.stage:
         # A single stage continues the run in DIR: its recorded config is the base, options on top.
+        read_mapping(saved)  # a damaged one is a user error naming it, not a parser message
         ns = parser.parse_args([argv[0], "--config", saved, *argv[1:]])
     return ns.stage, _to_config(parser, ns)
 

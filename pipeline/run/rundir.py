@@ -14,6 +14,7 @@ import yaml
 
 from pipeline.run import storage
 from pipeline.config import Config, differing_keys, result_fields
+from pipeline.config_file import read_mapping
 from pipeline.errors import UserError
 
 CONFIG_NAME = "config.yaml"
@@ -99,7 +100,7 @@ def prepare(cfg: Config, create: bool = False) -> RunPaths:
         raise UserError(f"{cfg.out} holds no run (no {CONFIG_NAME}): start with `python -m pipeline run` "
                         "or the teacher stage.")
     if storage.exists(paths.config):
-        recorded = yaml.safe_load(storage.read_bytes(paths.config)) or {}
+        recorded = read_mapping(paths.config)
         if recorded != current:
             keys = differing_keys(recorded, current)
             shown = ", ".join(keys[:5]) + (" …" if len(keys) > 5 else "")
