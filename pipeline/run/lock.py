@@ -35,6 +35,8 @@ def output_lock(out: str, busy: str = RUN_BUSY) -> Iterator[None]:
     if path in _held:  # an outer frame of this process holds it, and releases it
         yield
         return
+    if os.path.exists(local) and not os.path.isdir(local):
+        raise UserError(f"{out} is a file; expected a directory.")
     created = not os.path.exists(local)
     os.makedirs(local, exist_ok=True)
     fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)

@@ -53,6 +53,10 @@ def read_bytes(path: str) -> bytes:
             return f.read()
     except FileNotFoundError as exc:
         raise UserError(f"File not found: {path}") from exc
+    except OSError as exc:  # pyarrow: "Cannot open for reading: path ... is a directory", permissions, ...
+        if fs.get_file_info(p).type == pafs.FileType.Directory:
+            raise UserError(f"{path} is a directory; expected a file.") from exc
+        raise UserError(f"{path} cannot be read ({exc}).") from exc
 
 
 def write_bytes_atomic(path: str, data: bytes) -> None:
