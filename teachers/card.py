@@ -59,6 +59,9 @@ class TeacherCard:
         missing = [k for k in ("input_shape", "classes") if k not in data]
         if missing:
             raise ValueError(f"{source} lacks the field(s) {', '.join(missing)}; expected input_shape and classes.")
+        for key, kind in (("input_shape", list), ("classes", list), ("kwargs", dict), ("arch", str)):
+            if key in data and not isinstance(data[key], kind):
+                raise ValueError(f"{key} is {data[key]!r}, expected a JSON {kind.__name__}")
         if data["kind"] not in KINDS:
             raise ValueError(f"{source} has kind {data['kind']!r}; expected one of: {', '.join(KINDS)}.")
         known = {k: v for k, v in data.items() if k in cls.__dataclass_fields__}

@@ -7,6 +7,8 @@ strictly, and a file that does not fit it is refused with the names and shapes t
 from __future__ import annotations
 
 import io
+import re
+import warnings
 
 import torch
 import torch.nn as nn
@@ -24,11 +26,12 @@ def state_dict_from_bytes(weights: bytes, name: str) -> dict[str, torch.Tensor]:
     Raises ValueError with a sentence naming the file."""
     if name.endswith((".pt", ".pth")):
         try:
-            state = torch.load(io.BytesIO(weights), map_location="cpu", weights_only=True)
+            with warnings.catch_warnings():  # e.g. "Detected pickle protocol 4": the error below says it all
+                warnings.simplefilter("ignore")
+                state = torch.load(io.BytesIO(weights), map_location="cpu", weights_only=True)
         except Exception as exc:  # pickle.UnpicklingError for anything but plain tensors and containers
-            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            raise ValueError(f"{name} is not a plain state dict that loads with weights_only=True (nothing in it "
-                             f"was run): {first}. Save model.state_dict(), or convert it to safetensors.") from exc
+            raise ValueError(f"{name} is not a plain state dict that loads with weights_only=True ({why_refused(exc)}; "
+                             "nothing in it was run). Save model.state_dict(), or convert it to safetensors.") from exc
         if isinstance(state, dict) and "state_dict" in state:
             state = state["state_dict"]
         if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
@@ -38,6 +41,19 @@ def state_dict_from_bytes(weights: bytes, name: str) -> dict[str, torch.Tensor]:
         return load_safetensors(weights)
     except Exception as exc:
         raise ValueError(f"{name} is not a readable safetensors file ({exc}).") from exc
+
+
+def why_refused(exc: Exception) -> str:
+    """The gist of torch.load's refusal (its message is a page of advice, including to load unsafely)."""
+    text = str(exc)
+    found = re.search(r"Unsupported global: GLOBAL ([\w.]+)", text)
+    if found:
+        return f"it holds a pickled {found.group(1)}, which only loads by running code"
+    found = re.search(r"WeightsUnpickler error:\s*([^\n]+)", text)
+    if found:
+        return f"not a torch.save file: {found.group(1).strip()}"
+    lines = [line for line in text.splitlines() if line.strip()]
+    return f"{type(exc).__name__}: {lines[0].strip()}" if lines else type(exc).__name__
 
 
 def load_weights_strictly(model: nn.Module, state: dict[str, torch.Tensor], name: str, described: str) -> nn.Module:

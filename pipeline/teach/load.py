@@ -10,6 +10,7 @@ from __future__ import annotations
 import functools
 import inspect
 import io
+import logging
 
 import torch
 
@@ -34,11 +35,16 @@ def torch_module(card: TeacherCard, weights: bytes | None, name: str) -> torch.n
 
 
 def exported_program(content: bytes, name: str):
+    quiet = logging.getLogger("torch.export")  # it logs a file it cannot read with a traceback, then raises
+    level = quiet.level
+    quiet.setLevel(logging.CRITICAL)
     try:
         return torch.export.load(io.BytesIO(content))
     except Exception as exc:
         raise UserError(f"{name} is not a torch.export program that loads here ({type(exc).__name__}: {exc}); "
                         "save one with torch.export.save(torch.export.export(model, (example,)), path).") from exc
+    finally:
+        quiet.setLevel(level)
 
 
 def onnx_teacher(content: bytes, name: str, threads: int = 0) -> OnnxTeacher:
@@ -98,7 +104,7 @@ def read_card(paths: rundir.RunPaths) -> TeacherCard:
     if not storage.exists(paths.teacher_card):
         raise UserError(f"No teacher in {paths.root}: run the teacher stage first (expected {paths.teacher_card}).")
     try:
-        return TeacherCard.from_dict(storage.read_json(paths.teacher_card), paths.teacher_card)
+        return TeacherCard.from_dict(storage.read_json(paths.teacher_card), "it")
     except (ValueError, TypeError) as exc:
         raise UserError(f"{paths.teacher_card} is not a teacher card this version reads ({exc}).") from exc
 

@@ -111,6 +111,17 @@ def _classes(seed: SeedData, outputs: int, source: str) -> list[str]:
     return list(seed.classes)
 
 
+# What each key of a card beside a checkpoint must be, said as the error says it.
+CARD_KEYS = {
+    "arch": (lambda v: isinstance(v, str), "a string (a registry name or 'package.module:factory')"),
+    "kwargs": (lambda v: isinstance(v, dict), "an object of keyword arguments"),
+    "width": (lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 1, "a positive integer"),
+    "input_shape": (lambda v: isinstance(v, list) and all(isinstance(d, int) or d is None for d in v),
+                    "a list of integers, e.g. [3, 32, 32]"),
+    "classes": (lambda v: isinstance(v, list), "a list of class names"),
+}
+
+
 def _card_beside(path: str) -> dict:
     card_path = os.path.splitext(path)[0] + ".json"
     if not storage.exists(card_path):
@@ -118,6 +129,9 @@ def _card_beside(path: str) -> dict:
     data = storage.read_json(card_path)
     if not isinstance(data, dict):
         raise UserError(f"{card_path} holds a JSON {type(data).__name__}; expected an object (arch, kwargs, ...).")
+    for key, (ok, expected) in CARD_KEYS.items():
+        if key in data and not ok(data[key]):
+            raise UserError(f"{card_path}: {key} is {json.dumps(data[key])[:60]}; expected {expected}.")
     return data
 
 
