@@ -12,6 +12,8 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import asdict, dataclass, field
 
+from pipeline.errors import UserError
+from pipeline.fields import type_problem
 from pipeline.run import storage
 from pipeline.run.rundir import RunPaths
 
@@ -257,4 +259,15 @@ def terminal_summary(report: Report) -> str:
 
 
 def load_report(paths: RunPaths) -> Report | None:
-    return Report.from_dict(storage.read_json(paths.report_json)) if storage.exists(paths.report_json) else None
+    """The run's report, None if it has none; a UserError naming the file when it is not a report."""
+    if not storage.exists(paths.report_json):
+        return None
+    data = storage.read_json(paths.report_json)
+    again = f"write it again with `python -m pipeline eval {paths.root}`"
+    problem = type_problem(Report, data) if isinstance(data, dict) else f"a JSON {type(data).__name__}"
+    if problem:
+        raise UserError(f"{paths.report_json} is not a report this version reads ({problem}): {again}.")
+    try:
+        return Report.from_dict(data)
+    except (TypeError, AttributeError, ValueError) as exc:  # missing fields
+        raise UserError(f"{paths.report_json} is not a report this version reads ({exc}): {again}.") from exc

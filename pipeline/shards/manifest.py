@@ -15,6 +15,7 @@ import pyarrow.fs as pafs
 
 from pipeline.run import storage
 from pipeline.errors import UserError
+from pipeline.fields import type_problem
 from pipeline.shards.schema import SCHEMA_VERSION
 from pipeline.tasks.task import target_column
 
@@ -76,9 +77,28 @@ class Manifest:
 
     @classmethod
     def from_dict(cls, data: dict) -> "Manifest":
+        """Raises ValueError or TypeError, saying which field is wrong, for anything but a manifest."""
+        if not isinstance(data, dict):
+            raise ValueError(f"a JSON {type(data).__name__}, not an object")
         data = dict(data)
-        shards = {s["index"]: ShardRecord(**s) for s in data.pop("shards", [])}
+        records = data.pop("shards", [])
+        problem = type_problem(cls, data, skip=("shards",)) or (None if isinstance(records, list) else
+                                                                 "shards is not a list")
+        for record in records if not problem else []:
+            problem = (type_problem(ShardRecord, record) if isinstance(record, dict) else "a shard is not an object")
+            if not problem and not _plain_name(record.get("path")):
+                problem = f"shard path {record.get('path')!r} is not a file name"
+            if problem:
+                break
+        if problem:
+            raise ValueError(problem)
+        shards = {s["index"]: ShardRecord(**s) for s in records}
         return cls(**data, shards=shards)
+
+
+def _plain_name(path) -> bool:
+    """A shard's path is a file name in the manifest's own directory, never a way out of it."""
+    return isinstance(path, str) and path not in ("", ".", "..") and "/" not in path and "\\" not in path
 
 
 def manifest_path(split_dir: str) -> str:
@@ -93,7 +113,7 @@ def load_manifest(split_dir: str) -> Manifest | None:
     data = storage.read_json(path)
     try:
         manifest = Manifest.from_dict(data)
-    except (TypeError, KeyError, AttributeError) as exc:
+    except (TypeError, KeyError, AttributeError, ValueError) as exc:
         raise UserError(f"{path} is not a shard manifest this version understands ({exc}).") from exc
     if manifest.schema_version != SCHEMA_VERSION:
         raise UserError(f"{path} has shard schema version {manifest.schema_version}; this version reads "

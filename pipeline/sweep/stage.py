@@ -134,6 +134,7 @@ def _check_ready(cfg: Config, paths: rundir.RunPaths):
     """Refuse before starting any trial, rather than in every one of them; return the teacher and its card."""
     add_code_dir(cfg.code_dir)
     teacher = load_teacher(paths)
+    load_report(paths)  # the sweep ends by adding itself to the report: a broken one stops it now, not then
     shards.require_manifest(paths.split("train"))
     heldout = shards.require_manifest(paths.split("heldout"))
     if heldout.rows == 0:

@@ -66,10 +66,14 @@ class LastCheckpoint(ModelCheckpoint):
 def read_checkpoint(path: str, map_location: Optional[Any] = None) -> dict:
     data = storage.read_bytes(path)
     try:
-        return torch.load(io.BytesIO(data), map_location=map_location or "cpu", weights_only=True)
+        checkpoint = torch.load(io.BytesIO(data), map_location=map_location or "cpu", weights_only=True)
     except Exception as exc:  # pickle, zip and weights-only refusals all land here
         raise UserError(f"{path} cannot be read as a training checkpoint ({type(exc).__name__}); "
                         "delete it to start the training over.") from exc
+    if not isinstance(checkpoint, dict):
+        raise UserError(f"{path} holds a {type(checkpoint).__name__}, not a training checkpoint; "
+                        "delete it to start the training over.")
+    return checkpoint
 
 
 def checkpoint_dir(student_dir: str) -> str:

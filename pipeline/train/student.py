@@ -11,16 +11,16 @@ import json
 from dataclasses import MISSING, asdict, dataclass, field, fields
 
 import torch
-from safetensors.torch import load as load_safetensors
 from safetensors.torch import save as save_safetensors
 
 from pipeline.config import StudentConfig
 from pipeline.errors import UserError
+from pipeline.fields import type_problem
 from pipeline.resolve import build_module, is_import_path, resolve_factory
 from pipeline.run import rundir, storage
 from students import STUDENTS
 from students.scale import OutputScale
-from teachers.weights import load_weights_strictly
+from teachers.weights import load_weights_strictly, state_dict_from_bytes
 
 STUDENT_ARCH = "student.arch"
 
@@ -56,6 +56,9 @@ class StudentCard:
             missing = sorted(required - set(data)) if isinstance(data, dict) else sorted(required)
             raise UserError(f"{source} is not a student card this version reads (missing {', '.join(missing)}): "
                             "train the student again.")
+        problem = type_problem(cls, data)
+        if problem:
+            raise UserError(f"{source} is not a student card this version reads ({problem}): train the student again.")
         return cls(**{k: v for k, v in data.items() if k in names})
 
 
@@ -98,12 +101,12 @@ def read_card(student_dir: str) -> StudentCard:
     return StudentCard.from_dict(storage.read_json(path), path)
 
 
-def student_from(card: StudentCard, weights: bytes) -> torch.nn.Module:
+def student_from(card: StudentCard, weights: bytes, source: str = rundir.STUDENT_WEIGHTS) -> torch.nn.Module:
     """A trained student, in eval mode, from its card and safetensors bytes: it takes decoded inputs
     (pipeline.inputs.space) and returns logits, or a regression's physical values."""
     student = build_student(card.arch, card.kwargs, card.input_shape, card.num_outputs)
     try:
-        student = load_weights_strictly(student, load_safetensors(weights), rundir.STUDENT_WEIGHTS,
+        student = load_weights_strictly(student, state_dict_from_bytes(weights, source), source,
                                         f"student {card.arch!r} with {card.kwargs}")
     except ValueError as exc:
         raise UserError(str(exc)) from exc
@@ -115,5 +118,6 @@ def student_from(card: StudentCard, weights: bytes) -> torch.nn.Module:
 def load_student_dir(student_dir: str) -> tuple[torch.nn.Module, StudentCard, bytes]:
     """A trained student from its folder (the run's, or one trial of a sweep): module, card, weights."""
     card = read_card(student_dir)
-    weights = storage.read_bytes(student_weights_path(student_dir))
-    return student_from(card, weights), card, weights
+    path = student_weights_path(student_dir)
+    weights = storage.read_bytes(path)
+    return student_from(card, weights, path), card, weights
