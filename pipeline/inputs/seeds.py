@@ -93,7 +93,8 @@ def _torchvision(name: str):
         try:
             train, test = cls(root, train=True, download=False), cls(root, train=False, download=False)
         except RuntimeError as exc:  # torchvision: "Dataset not found or corrupted."
-            raise ValueError(f"{name} was not found under teacher.data_root={root!r} ({exc}).") from exc
+            raise ValueError(f"{name} was not found under teacher.data_root={root!r}: expected torchvision's "
+                             f"{name} files there (nothing is downloaded).") from exc
 
         def arrays(ds):
             images = np.asarray(ds.data)
@@ -135,7 +136,9 @@ def _decode_images(blobs: list[bytes], names: list[str], image_size: list[int] |
         try:
             image = Image.open(io.BytesIO(blob))
             image.load()
-        except (UnidentifiedImageError, OSError, ValueError) as exc:
+        except UnidentifiedImageError as exc:
+            raise ValueError(f"{name} is not a readable image (not a format Pillow reads).") from exc
+        except (OSError, ValueError) as exc:
             raise ValueError(f"{name} is not a readable image ({exc}).") from exc
         opened.append(image)
     if not opened:
