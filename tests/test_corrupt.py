@@ -11,6 +11,7 @@ on a run that has no student yet.)
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import shutil
 from pathlib import Path
@@ -144,3 +145,24 @@ def test_label_repair_relabels_only_the_damaged_shards(finished_run, tmp_path, c
     shutil.rmtree(run / "student")  # so that train reads the repaired shards rather than reusing the student
     assert main(["train", "--out", str(run), "--train.preflight", "false"]) == 0
     assert os.path.exists(paths.student_weights)
+
+
+def test_label_repair_leaves_shards_of_adaptive_rounds_to_the_rounds(finished_run, tmp_path, capsys):
+    """A shard past the label stage's own plan was labeled by an adaptive round from its stored
+    proposal: repair drops its damaged record (the rounds label it again) and says so."""
+    from pipeline.__main__ import main
+
+    run = copy(finished_run.out, tmp_path / "run")
+    split_dir = RunPaths(str(run)).split("train")
+    manifest = shards.load_manifest(split_dir)
+    extra = dataclasses.replace(manifest.shards[0], index=3, path=shards.shard_file_name("train", 3))
+    shutil.copy(shard(run, "train", 0), shard(run, "train", 3))
+    manifest.shards[3], manifest.planned_shards = extra, 4
+    shards.save_manifest(split_dir, manifest)
+    flip_middle_byte(shard(run, "train", 3))
+
+    assert main(["label", "--repair", "--out", str(run)]) == 0
+    line = capsys.readouterr().out.splitlines()[0]
+    assert line.startswith("train: dropped 1 damaged shard(s) of adaptive rounds (train-00003.parquet) and "
+                           "relabeled 0 other(s)"), line
+    assert sorted(shards.load_manifest(split_dir).shards) == [0, 1, 2]

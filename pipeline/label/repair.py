@@ -38,6 +38,12 @@ def damaged_splits(cfg: Config, paths: rundir.RunPaths, teacher_fingerprint: str
 
 def repair_line(split: str, result) -> str:
     """What `label --repair` did to a split (a label.stage.SplitResult), in one line."""
+    if result.dropped:
+        names = ", ".join(result.dropped[:5]) + (" …" if len(result.dropped) > 5 else "")
+        return (f"{split}: dropped {len(result.dropped)} damaged shard(s) of adaptive rounds ({names}) and "
+                f"relabeled {len(result.repaired)} other(s): rerun `python -m pipeline run` on "
+                f"{result.split_dir.rsplit('/shards/', 1)[0]} with its config, whose rounds label them again "
+                "from their stored proposals")
     if not result.written:
         return f"{split}: nothing to repair: all {result.skipped} shard(s) in {result.split_dir} match the manifest"
     repaired = result.repaired

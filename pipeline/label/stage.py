@@ -61,6 +61,7 @@ class SplitResult:
     first_error: str = ""  # the teacher's first failure on a batch (its rows were rejected)
     repaired: list[str] = field(default_factory=list)  # files of damaged shards relabeled (label.repair)
     repaired_identical: int = 0  # of those, relabeled byte for byte as first recorded
+    dropped: list[str] = field(default_factory=list)  # damaged shards of adaptive rounds, left to the rounds
 
 
 @dataclass
@@ -169,9 +170,13 @@ def _label_split(cfg: Config, paths: rundir.RunPaths, split: str, planned: int, 
     _remove_leftovers(split_dir)
     rejected = sum(r.rejected for r in manifest.shards.values())
     first_error = next((r.first_error for r in manifest.records() if r.first_error), "")
-    identical = sum(manifest.shards[i].sha256 == old.sha256 for i, old in replaced.items())
+    # Shards past `planned` (adaptive rounds) come from stored proposals, not from here: dropped, the
+    # rounds label them again.
+    relabeled = {i: old for i, old in replaced.items() if i in manifest.shards}
+    identical = sum(manifest.shards[i].sha256 == old.sha256 for i, old in relabeled.items())
     return SplitResult(split_dir, planned, manifest.rows, planned - skipped, skipped, rejected, first_error,
-                       [r.path for r in replaced.values()], identical)
+                       [r.path for r in relabeled.values()], identical,
+                       [r.path for i, r in replaced.items() if i not in relabeled])
 
 
 def _remove_leftovers(split_dir: str) -> None:
