@@ -1,7 +1,7 @@
 """The dependency rule of the code layout, checked on the source (every import, also inside functions).
 
 Nouns (config, errors, resolve, run, inputs, tasks, shards, teachers, students) never import verbs
-(teach, label, train, evaluate, sweep, promote); a verb imports only itself and the verbs upstream of it; no
+(teach, label, train, evaluate, adapt, sweep, promote); a verb imports only itself and the verbs upstream of it; no
 module is part of an import cycle; teachers/ and students/ know nothing of Ray, Parquet or the pipeline.
 """
 
@@ -14,7 +14,7 @@ import pytest
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 PACKAGES = ("pipeline", "teachers", "students")
-VERBS = ("pipeline.teach", "pipeline.label", "pipeline.train", "pipeline.evaluate", "pipeline.sweep",
+VERBS = ("pipeline.teach", "pipeline.label", "pipeline.train", "pipeline.evaluate", "pipeline.adapt", "pipeline.sweep",
          "pipeline.promote")  # upstream first
 TOP = ("pipeline.__main__",)
 
