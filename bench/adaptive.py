@@ -35,12 +35,16 @@ def run(out: str, args: list[str]) -> tuple[dict, float]:
         return json.load(f), time.perf_counter() - began
 
 
+def pair(root: str, name: str, rounds: int, args: list[str]) -> list[tuple[str, dict, float]]:
+    """A uniform run and an adaptive one at the same budget: (kind, report, seconds) of each."""
+    uniform = os.path.join(root, f"{name}-uniform")
+    adaptive = [*args, "--adapt.rounds", str(rounds), "--adapt.compare", uniform]
+    return [("uniform", *run(uniform, args)), ("adaptive", *run(os.path.join(root, f"{name}-adapt"), adaptive))]
+
+
 def digits(root: str, rounds: int, extra: list[str]) -> float:
-    uniform, t_u = run(os.path.join(root, "digits-uniform"), extra)
-    adaptive, t_a = run(os.path.join(root, "digits-adapt"),
-                        [*extra, "--adapt.rounds", str(rounds), "--adapt.compare", os.path.join(root, "digits-uniform")])
     rows = {}
-    for name, report, seconds in (("uniform", uniform, t_u), ("adaptive", adaptive, t_a)):
+    for name, report, seconds in pair(root, "digits", rounds, extra):
         a = report["agreement"]
         rows[name] = 1 - a["heldout"]["top1"]
         print(f"digits {name:8s}: {a['train']['samples']:,} labels, held-out top-1 agreement {a['heldout']['top1']:.4f} "
@@ -51,11 +55,8 @@ def digits(root: str, rounds: int, extra: list[str]) -> float:
 def burgers(root: str, rounds: int, shards: int, samples: int, extra: list[str]) -> float:
     budget = ["--config", "pipeline/configs/burgers.yaml", "--data.shards", str(shards),
               "--data.samples_per_shard", str(samples), "--data.row_group_size", str(min(samples, 1024)), *extra]
-    uniform, t_u = run(os.path.join(root, "burgers-uniform"), budget)
-    adaptive, t_a = run(os.path.join(root, "burgers-adapt"),
-                        [*budget, "--adapt.rounds", str(rounds), "--adapt.compare", os.path.join(root, "burgers-uniform")])
     p99 = {}
-    for name, report, seconds in (("uniform", uniform, t_u), ("adaptive", adaptive, t_a)):
+    for name, report, seconds in pair(root, "burgers", rounds, budget):
         r = report["regression"]
         p99[name] = r["heldout"]["rel_l2"]["p99"]
         print(f"burgers {name:8s}: {r['train']['samples']:,} labels, held-out relative L2 median "

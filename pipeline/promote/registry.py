@@ -21,7 +21,6 @@ Object stores have no lock: there, never run two promotions on one REG at once (
 from __future__ import annotations
 
 import datetime
-import os
 import re
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -59,8 +58,7 @@ class Registry:
     root: str
 
     def __post_init__(self) -> None:
-        if "://" not in self.root:  # one spelling of the path in messages and records
-            object.__setattr__(self, "root", os.path.abspath(self.root))
+        object.__setattr__(self, "root", storage.absolute(self.root))  # one spelling in messages and records
 
     def path(self, *parts: str) -> str:
         return storage.join(self.root, *parts)

@@ -7,7 +7,6 @@ output directory never silently mixes the results of two configs.
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 
 import yaml
@@ -30,8 +29,7 @@ class RunPaths:
 
     def __post_init__(self) -> None:
         # Absolute: Ray workers may run in another working directory (a shipped code_dir).
-        if "://" not in self.root:
-            object.__setattr__(self, "root", os.path.abspath(self.root))
+        object.__setattr__(self, "root", storage.absolute(self.root))
 
     def _(self, *parts: str) -> str:
         return storage.join(self.root, *parts)

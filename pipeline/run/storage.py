@@ -21,6 +21,12 @@ def _is_uri(path: str) -> bool:
     return "://" in path
 
 
+def absolute(path: str) -> str:
+    """A local path made absolute (one spelling everywhere, and right for processes that run in
+    another working directory, such as Ray workers with a shipped code_dir); a URI as it is."""
+    return path if _is_uri(path) else os.path.abspath(path)
+
+
 def resolve(path: str) -> tuple[pafs.FileSystem, str]:
     """The filesystem holding `path`, and the path within it."""
     if _is_uri(path):

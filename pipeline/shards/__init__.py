@@ -2,7 +2,7 @@
 
 from pipeline.shards.manifest import (
     Manifest, ShardRecord, check_shard, check_split, damage_error, damaged_shards, load_manifest, require_manifest,
-    save_manifest, verify_bytes,
+    require_intact, save_manifest,
 )
 from pipeline.shards.reader import MemoryStream, ShardStream, iter_batches, open_shard, read_split, split_bytes
 from pipeline.shards.schema import KINDS, SCHEMA_VERSION, make_table, read_metadata, shard_schema
@@ -12,5 +12,5 @@ __all__ = [
     "KINDS", "SCHEMA_VERSION", "Manifest", "MemoryStream", "ShardRecord", "ShardStream", "check_shard", "check_split",
     "damage_error", "damaged_shards", "iter_batches",
     "load_manifest", "make_table", "open_shard", "read_metadata", "require_manifest", "save_manifest",
-    "read_split", "serialize", "shard_file_name", "shard_schema", "split_bytes", "verify_bytes", "write_shard",
+    "read_split", "require_intact", "serialize", "shard_file_name", "shard_schema", "split_bytes", "write_shard",
 ]

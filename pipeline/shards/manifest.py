@@ -206,10 +206,9 @@ def check_split(split_dir: str, manifest: Manifest) -> None:
         raise damage_error(split_dir, damaged)
 
 
-def verify_bytes(path: str, record: ShardRecord) -> None:
-    """Raise a UserError unless the shard at `path` has the size and sha256 its record says (each
-    unchanged file is hashed once per process: see check_shard)."""
-    split_dir = path.rsplit("/", 1)[0]
+def require_intact(split_dir: str, record: ShardRecord) -> None:
+    """Raise a UserError unless the shard has the size and sha256 its record says (each unchanged
+    file is hashed once per process: see check_shard)."""
     problem = check_shard(split_dir, record)
     if problem:
         raise damage_error(split_dir, {record.index: problem})

@@ -41,7 +41,7 @@ from torch.utils.data import IterableDataset, get_worker_info
 
 from pipeline.run import storage
 from pipeline.errors import UserError
-from pipeline.shards.manifest import Manifest, ShardRecord, check_shard, damage_error
+from pipeline.shards.manifest import Manifest, ShardRecord, require_intact
 from pipeline.shards.schema import dense_logits, field_dtype
 
 def default_columns(manifest: Manifest) -> tuple[str, str]:
@@ -56,9 +56,7 @@ def open_shard(split_dir: str, record: ShardRecord) -> pq.ParquetFile:
     """Open a committed shard, refusing one whose bytes differ from the manifest's record."""
     path = storage.join(split_dir, record.path)
     fs, p = storage.resolve(path)
-    problem = check_shard(split_dir, record)
-    if problem:
-        raise damage_error(split_dir, {record.index: problem})
+    require_intact(split_dir, record)
     try:
         return pq.ParquetFile(fs.open_input_file(p))
     except Exception as exc:  # pyarrow: ArrowInvalid "Parquet magic bytes not found" and the like
