@@ -141,8 +141,13 @@ def latency_lines(report: Report) -> list[str]:
         return []
     t, s, x = lat["teacher"], lat["student"], lat["speedup"]
     return [(f"CPU latency ({lat['threads']} thread(s)), batch 1: teacher {_ms(t['batch1_ms'])}, "
-            f"student {_ms(s['batch1_ms'])} ({x['batch1']:.1f}x faster); batch 256: teacher "
-            f"{_ms(t['batch256_ms'])}, student {_ms(s['batch256_ms'])} ({x['batch256']:.1f}x faster)")]
+            f"student {_ms(s['batch1_ms'])} ({_faster(x['batch1'])}); batch 256: teacher "
+            f"{_ms(t['batch256_ms'])}, student {_ms(s['batch256_ms'])} ({_faster(x['batch256'])})")]
+
+
+def _faster(speedup: float) -> str:
+    """"4.9x faster", or "1.7x slower" for a student slower than its teacher."""
+    return f"{speedup:.1f}x faster" if speedup >= 1 else f"{1 / speedup:.1f}x slower"
 
 
 def weakest_classes(report: Report, split: str = "heldout", limit: int = 3) -> list[tuple[str, float]]:
