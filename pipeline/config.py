@@ -395,6 +395,13 @@ class AdaptConfig:
     """Share of the training shards labeled uniformly in round 0; the rest is dealt evenly to the
     later rounds. Half: round 0's student must be good enough that its mistakes point at the
     teacher's real boundaries, and uniform coverage stays the larger part of the data."""
+    least_sure_share: float = 1.0
+    """Image classification: share of a round's labels spent on generated inputs the current student
+    is least sure of (smallest margin between its top two logits, out of `pool` times as many
+    candidates); the rest go to warps and mixups around the worst training rows. Vectors and
+    regression: every label goes around the worst rows (Sobol clouds)."""
+    pool: int = 16
+    """Least-sure candidates generated (and scored by the student, without the teacher) per label spent."""
     proposals_per_row: int = 8
     """Inputs proposed around each of the worst rows: a round of n rows starts from its n /
     proposals_per_row worst training rows (disagreements first, then per-row KL; regression:
@@ -420,6 +427,9 @@ class AdaptConfig:
     def __post_init__(self) -> None:
         _check(self.rounds >= 0, f"adapt.rounds must be at least 0, got {self.rounds}.")
         _check(0 < self.first_fraction < 1, f"adapt.first_fraction must be in (0, 1), got {self.first_fraction}.")
+        _check(0 <= self.least_sure_share <= 1,
+               f"adapt.least_sure_share must be in [0, 1], got {self.least_sure_share}.")
+        _check(self.pool >= 1, f"adapt.pool must be at least 1, got {self.pool}.")
         _check(self.proposals_per_row >= 1, f"adapt.proposals_per_row must be at least 1, got {self.proposals_per_row}.")
         _check(0 <= self.mixup_share <= 1, f"adapt.mixup_share must be in [0, 1], got {self.mixup_share}.")
         for key in ("warp", "spread", "shrink"):

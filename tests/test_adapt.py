@@ -11,19 +11,23 @@ import numpy as np
 import pytest
 
 from pipeline import shards
+from pipeline.adapt.candidates import least_sure, margins
 from pipeline.adapt.loop import proposal_path, read_rounds, run_adapt, student_dir
 from pipeline.adapt.score import score_split
+from pipeline.inputs import space
+from pipeline.inputs.images import generate_inputs, shard_seed
 from pipeline.label.stage import run_label_stage
 from pipeline.run import rundir
-from pipeline.teach.stage import run_teacher_stage
+from pipeline.teach.stage import load_seed, run_teacher_stage
 from pipeline.train.faults import TRAIN_FAULT
+from pipeline.train.student import load_student_dir, student_from
 from tests.conftest import tiny_config
 
 
 @pytest.fixture(scope="module")
 def adapted(ray_local, tmp_path_factory):
     """A tiny run of two adaptive rounds, killed once in round 1's training and then rerun."""
-    cfg = tiny_config(tmp_path_factory.mktemp("adapt") / "out", adapt={"rounds": 2})
+    cfg = tiny_config(tmp_path_factory.mktemp("adapt") / "out", adapt={"rounds": 2, "least_sure_share": 0.5})
     run_teacher_stage(cfg)
     run_label_stage(cfg)
     paths = rundir.RunPaths(cfg.out)
@@ -55,14 +59,33 @@ def test_rounds_are_recorded_shards_with_provenance(adapted):
     for record in manifest.records()[1:]:
         p = record.provenance
         assert p["round"] == record.round and sum(p["kinds"].values()) == record.rows
-        assert set(p["kinds"]) <= {"warp", "mixup"}
+        assert "least-sure" in p["kinds"] and set(p["kinds"]) <= {"warp", "mixup", "least-sure"}
         data = open(proposal_path(paths, record.round), "rb").read()
         assert hashlib.sha256(data).hexdigest() == p["proposal_sha256"]
         earlier = {int(i) for i in ids[: sum(r.rows for r in manifest.records() if r.round < record.round)]}
+        # least-sure rows come from the generator, not from a labeled row: the others name their sources
         assert p["source_sample_ids"] and set(p["source_sample_ids"]) <= earlier  # proposed around labeled rows
     assert [r["labels"] for r in result.rounds] == [256, 512, 768]
     heldout = shards.require_manifest(paths.split("heldout"))
     assert all(r.round == 0 and r.provenance is None for r in heldout.records())
+
+
+def test_least_sure_candidates_are_the_smallest_margins_of_the_whole_pool(adapted):
+    cfg, paths, _, _ = adapted
+    _, card, weights = load_student_dir(student_dir(paths, 0, False))
+    seed_images = load_seed(cfg).train_images
+    got = least_sure(card, weights, seed_images, cfg.data, 1, 100, pool=5)
+    # The same pool scored whole in this process: Ray tasks keeping their own best lose nothing.
+    per = cfg.data.samples_per_shard
+    pool = [generate_inputs(seed_images, cfg.data, shard_seed(cfg.data.seed, "adapt-1", i), per)
+            for i in range(-(-5 * 100 // per))]
+    inputs = np.concatenate([x for x, _ in pool])
+    m = margins(student_from(card, weights), space.decode_module(card.input_space, card.input_shape, None),
+                inputs.reshape(len(inputs), -1))
+    best = np.lexsort((np.arange(len(m)), m))[:100]
+    assert np.array_equal(got.inputs, inputs[best])
+    assert np.array_equal(got.made, np.concatenate([k for _, k in pool])[best])
+    assert m[best].max() <= np.quantile(m, 100 / len(m)) + 1e-12
 
 
 def test_killed_run_resumes_in_its_round(adapted):

@@ -36,6 +36,7 @@ import numpy as np
 import ray
 
 from pipeline import shards
+from pipeline.adapt.candidates import least_sure
 from pipeline.adapt.propose import PROPOSAL_KINDS, Proposal, propose_images, propose_vectors
 from pipeline.adapt.score import score_split
 from pipeline.config import Config
@@ -104,20 +105,31 @@ def load_proposal(path: str) -> tuple[Proposal, str]:
 
 
 def _propose(cfg: Config, paths: rundir.RunPaths, round_: int, count: int, previous: str) -> Proposal:
-    """Round `round_`'s `count` inputs, around the worst training rows of the `previous` student."""
-    scored = score_split(previous, paths.split("train"), cfg.eval.batch_size)
-    n = max(1, -(-count // cfg.adapt.proposals_per_row))
-    seed = int(np.random.SeedSequence([cfg.data.seed, round_, 0xADA]).generate_state(1)[0])
-    if cfg.data.space == vectors.NAME:
-        return propose_vectors(scored.inputs[:n], scored.sample_ids[:n], count, cfg.adapt,
-                               vectors.box_of(cfg.data.parameters), round_, seed)
-    return propose_images(scored.inputs[:n], scored.sample_ids[:n], scored.rows["teacher_class"][:n], count,
-                          cfg.adapt, cfg.data, round_, seed)
+    """Round `round_`'s `count` inputs: for images, adapt.least_sure_share of them the generated
+    inputs the `previous` student is least sure of; the rest around its worst training rows."""
+    images = cfg.data.space != vectors.NAME
+    parts = []
+    sure = round(count * cfg.adapt.least_sure_share) if images and cfg.task.kind != REGRESSION else 0
+    if sure:
+        _, card, weights = load_student_dir(previous)
+        parts.append(least_sure(card, weights, load_seed(cfg).train_images, cfg.data, round_, sure, cfg.adapt.pool))
+    around = count - sure
+    if around:
+        scored = score_split(previous, paths.split("train"), cfg.eval.batch_size)
+        n = max(1, -(-around // cfg.adapt.proposals_per_row))
+        seed = int(np.random.SeedSequence([cfg.data.seed, round_, 0xADA]).generate_state(1)[0])
+        if images:
+            parts.append(propose_images(scored.inputs[:n], scored.sample_ids[:n], scored.rows["teacher_class"][:n],
+                                        around, cfg.adapt, cfg.data, round_, seed))
+        else:
+            parts.append(propose_vectors(scored.inputs[:n], scored.sample_ids[:n], around, cfg.adapt,
+                                         vectors.box_of(cfg.data.parameters), round_, seed))
+    return Proposal.concat(parts)
 
 
 def _provenance(round_: int, path: str, sha: str, part: Proposal, start: int, stop: int) -> dict:
     kinds = {PROPOSAL_KINDS[k]: int(c) for k, c in zip(*np.unique(part.kind, return_counts=True))}
-    sources = np.unique(np.concatenate([part.source, part.partner[part.partner >= 0]]))
+    sources = np.unique(np.concatenate([part.source[part.source >= 0], part.partner[part.partner >= 0]]))
     return {"round": round_, "proposal": path.rsplit("/", 1)[-1], "proposal_sha256": sha, "rows": [start, stop],
             "kinds": kinds, "source_sample_ids": sources.tolist()}
 
@@ -136,7 +148,7 @@ def _label_round(cfg: Config, paths: rundir.RunPaths, round_: int, bounds: list[
         shards.save_manifest(split_dir, manifest)
     todo = [i for i in range(first, bounds[round_]) if i not in manifest.shards]
     if todo:
-        inputs, kinds = proposal.inputs, proposal.shard_kinds()
+        inputs, kinds = proposal.inputs, proposal.made
 
         def generate(job: ShardJob):
             start = (job.index - first) * per

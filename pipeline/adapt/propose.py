@@ -27,9 +27,10 @@ from pipeline.inputs.images import augment
 from pipeline.inputs.vectors import Box
 from pipeline.shards.schema import KINDS
 
-WARP, MIXUP, CLOUD = "warp", "mixup", "sobol-cloud"  # proposal kinds (provenance)
-PROPOSAL_KINDS = (WARP, MIXUP, CLOUD)
-# The shard's `kind` column keeps the schema's vocabulary: warps are augmented views, clouds Sobol points.
+WARP, MIXUP, CLOUD, LEAST_SURE = "warp", "mixup", "sobol-cloud", "least-sure"  # proposal kinds (provenance)
+PROPOSAL_KINDS = (WARP, MIXUP, CLOUD, LEAST_SURE)
+# The shard's `kind` column keeps the schema's vocabulary: warps are augmented views, clouds Sobol
+# points; a least-sure candidate keeps the kind the generator made it as (pipeline.adapt.candidates).
 SHARD_KIND = {WARP: KINDS.index("augment"), MIXUP: KINDS.index("mixup"), CLOUD: KINDS.index("sobol")}
 
 
@@ -41,12 +42,14 @@ class Proposal:
     kind: np.ndarray  # int8 index into PROPOSAL_KINDS
     source: np.ndarray  # int64 sample id of the worst row it was made around
     partner: np.ndarray  # int64 sample id of the other row of a mixup, else -1
-
-    def shard_kinds(self) -> np.ndarray:
-        return np.array([SHARD_KIND[PROPOSAL_KINDS[k]] for k in self.kind], np.int8)
+    made: np.ndarray  # int8 index into the shard schema's KINDS: the shard's `kind` column
 
     def take(self, start: int, stop: int) -> Proposal:
         return Proposal(*(getattr(self, f.name)[start:stop] for f in dataclasses.fields(self)))
+
+    @staticmethod
+    def concat(parts: list[Proposal]) -> Proposal:
+        return Proposal(*(np.concatenate([getattr(p, f.name) for p in parts]) for f in dataclasses.fields(Proposal)))
 
     def to_arrays(self) -> dict[str, np.ndarray]:
         return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
@@ -91,7 +94,8 @@ def propose_images(worst: np.ndarray, sample_ids: np.ndarray, classes: np.ndarra
         x[warp] = augment(x[warp], g, small)
     pixels = x.mul_(255).round_().clamp_(0, 255).to(torch.uint8).numpy()
     kind = np.where(mixed, PROPOSAL_KINDS.index(MIXUP), PROPOSAL_KINDS.index(WARP)).astype(np.int8)
-    return Proposal(pixels, kind, sample_ids[source], np.where(mixed, sample_ids[np.maximum(partner, 0)], -1))
+    made = np.where(mixed, SHARD_KIND[MIXUP], SHARD_KIND[WARP]).astype(np.int8)
+    return Proposal(pixels, kind, sample_ids[source], np.where(mixed, sample_ids[np.maximum(partner, 0)], -1), made)
 
 
 def to_unit(box: Box, x: np.ndarray) -> np.ndarray:
@@ -121,4 +125,4 @@ def propose_vectors(worst: np.ndarray, sample_ids: np.ndarray, count: int, adapt
     source = np.repeat(np.arange(n), per)
     order = np.argsort(np.tile(np.arange(per), n), kind="stable")[:count]  # round-robin: all sources first
     return Proposal(box.from_unit(points[order]), np.full(count, PROPOSAL_KINDS.index(CLOUD), np.int8),
-                    sample_ids[source[order]], np.full(count, -1, np.int64))
+                    sample_ids[source[order]], np.full(count, -1, np.int64), np.full(count, SHARD_KIND[CLOUD], np.int8))
