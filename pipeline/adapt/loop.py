@@ -134,9 +134,10 @@ def _provenance(round_: int, path: str, sha: str, part: Proposal, start: int, st
             "kinds": kinds, "source_sample_ids": sources.tolist()}
 
 
-def _label_round(cfg: Config, paths: rundir.RunPaths, round_: int, bounds: list[int], card, gen_hash: str,
-                 labelers) -> None:
-    """Label round `round_`'s shards (indices bounds[r-1]..bounds[r]-1) from its stored proposal."""
+def _label_round(cfg: Config, paths: rundir.RunPaths, round_: int, bounds: list[int], card, gen_hash: str) -> None:
+    """Label round `round_`'s shards (indices bounds[r-1]..bounds[r]-1) from its stored proposal.
+    The teacher actors live for this round only: held between rounds, their CPUs would starve the
+    next round's scoring tasks (a simulator's actors take every core)."""
     split_dir = paths.split("train")
     manifest = shards.load_manifest(split_dir)
     per = cfg.data.samples_per_shard
@@ -154,7 +155,12 @@ def _label_round(cfg: Config, paths: rundir.RunPaths, round_: int, bounds: list[
             start = (job.index - first) * per
             return ray.put((inputs[start:start + per], kinds[start:start + per]))
 
-        _label_split(cfg, paths, "train", bounds[round_], cfg.data.seed, card, generate, labelers, gen_hash, {})
+        labelers = functools.cache(lambda: LabelerPool(cfg, paths, card, cfg.data.space))
+        try:
+            _label_split(cfg, paths, "train", bounds[round_], cfg.data.seed, card, generate, labelers, gen_hash, {})
+        finally:
+            if labelers.cache_info().currsize:
+                labelers().shutdown()
         manifest = shards.load_manifest(split_dir)
     for i in range(first, bounds[round_]):
         record = manifest.shards[i]
@@ -235,7 +241,6 @@ def run_adapt(cfg: Config) -> AdaptResult:
     gen_hash = generator_hash(cfg, None if cfg.data.space == vectors.NAME else load_seed(cfg).train_images)
     history = {r["round"]: r for r in read_rounds(cfg.out)}
     with ray_session(cfg.address, cfg.code_dir):
-        labelers = functools.cache(lambda: LabelerPool(cfg, paths, card, cfg.data.space))
         for r in range(len(plan)):
             last = r == len(plan) - 1
             if r:
@@ -244,14 +249,12 @@ def run_adapt(cfg: Config) -> AdaptResult:
                     output.result(f"adapt round {r}: scoring every training row with round {r - 1}'s student")
                     count = plan[r] * cfg.data.samples_per_shard
                     _save_proposal(path, _propose(cfg, paths, r, count, student_dir(paths, r - 1, False)))
-                _label_round(cfg, paths, r, bounds, card, gen_hash, labelers)
+                _label_round(cfg, paths, r, bounds, card, gen_hash)
             where = _train_round(cfg, paths, r, last)
             if r not in history:
                 history[r] = _figures(cfg, paths, r, where)
                 _write_rounds(cfg, paths, history)
             output.result(round_line(history[r]))
-        if labelers.cache_info().currsize:
-            labelers().shutdown()
     return AdaptResult([history[k] for k in sorted(history)])
 
 
