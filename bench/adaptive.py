@@ -7,7 +7,8 @@
 Each comparison runs `python -m pipeline run` twice with the same config: once uniform, once with
 `--adapt.rounds N` (same data.shards x data.samples_per_shard labels in all), and reads both
 report.json files:
-  digits   the default config: held-out disagreement (1 - top-1 agreement) and training agreement;
+  digits   the default config at --digits-epochs training epochs (both runs): held-out disagreement
+           (1 - top-1 agreement) and training agreement;
   burgers  pipeline/configs/burgers.yaml, at the budget given here (its solver labels a few hundred
            samples a second, so the full 24 x 4096 takes long on a small machine): held-out p99
            relative L2 error.
@@ -42,9 +43,9 @@ def pair(root: str, name: str, rounds: int, args: list[str]) -> list[tuple[str, 
     return [("uniform", *run(uniform, args)), ("adaptive", *run(os.path.join(root, f"{name}-adapt"), adaptive))]
 
 
-def digits(root: str, rounds: int, extra: list[str]) -> float:
+def digits(root: str, rounds: int, epochs: int, extra: list[str]) -> float:
     rows = {}
-    for name, report, seconds in pair(root, "digits", rounds, extra):
+    for name, report, seconds in pair(root, "digits", rounds, ["--train.max_epochs", str(epochs), *extra]):
         a = report["agreement"]
         rows[name] = 1 - a["heldout"]["top1"]
         print(f"digits {name:8s}: {a['train']['samples']:,} labels, held-out top-1 agreement {a['heldout']['top1']:.4f} "
@@ -70,6 +71,8 @@ def main() -> None:
     parser.add_argument("--out", help="Directory for the runs (kept; finished runs are reused). Default: a temporary one.")
     parser.add_argument("--only", choices=("digits", "burgers"))
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--digits-epochs", type=int, default=150,
+                        help="Training epochs of both digits runs: rows near the boundaries take longer to memorise.")
     parser.add_argument("--burgers-shards", type=int, default=6, help="Training shards of the Burgers runs.")
     parser.add_argument("--burgers-samples", type=int, default=1024, help="Samples per shard of the Burgers runs.")
     parser.add_argument("extra", nargs="*", help="More options for both runs of each comparison, after --.")
@@ -77,7 +80,7 @@ def main() -> None:
     root = args.out or tempfile.mkdtemp(prefix="adaptive-")
     ratios = {}
     if args.only in (None, "digits"):
-        ratios["digits held-out disagreement"] = digits(root, args.rounds, args.extra)
+        ratios["digits held-out disagreement"] = digits(root, args.rounds, args.digits_epochs, args.extra)
     if args.only in (None, "burgers"):
         ratios["burgers held-out p99 relative L2"] = burgers(root, args.rounds, args.burgers_shards,
                                                              args.burgers_samples, args.extra)

@@ -258,8 +258,9 @@ class TrainConfig:
     squared error relative to the squared norm of the teacher's output."""
     patience: int = 10
     """Epochs without a rise of at least min_delta in training agreement (regression: without any
-    fall of the training loss) before training stops. Generous, because under the one-cycle schedule
-    agreement stalls at the peak learning rate and climbs again as the rate anneals."""
+    fall of the training loss) before training stops. Counted only once the learning rate is below
+    a tenth of its peak (from the start under a constant schedule): at the peak rate agreement stalls
+    and climbs again as the rate anneals, and a student stopped there never annealed."""
     min_delta: float = 0.0005
     seed: int = 0
     devices: int = field(default=1, metadata=EXECUTION_ONLY)
@@ -420,9 +421,10 @@ class AdaptConfig:
     compare: Optional[str] = field(default=None, metadata=EXECUTION_ONLY)
     """Output directory of a uniform run of the same config (no adapt): its held-out figure at its
     labels is drawn beside the rounds' curve in the report."""
-    round_epochs: Optional[int] = None
-    """Training epochs of the students of rounds before the last (they only point at the worst rows);
-    the last round's student trains train.max_epochs. None: train.max_epochs for every round."""
+    round_epochs: Optional[int] = 30
+    """Training epochs of the students of rounds before the last (they only point at where to label
+    next), at most train.max_epochs; the last round's student trains train.max_epochs. None:
+    train.max_epochs for every round."""
 
     def __post_init__(self) -> None:
         _check(self.rounds >= 0, f"adapt.rounds must be at least 0, got {self.rounds}.")

@@ -174,7 +174,9 @@ def _train_round(cfg: Config, paths: rundir.RunPaths, round_: int, last: bool) -
     """Train (or reuse, or continue) round `round_`'s student; returns its directory."""
     where = student_dir(paths, round_, last)
     resume = storage.exists(checkpoints.last_checkpoint(where))
-    epochs = cfg.train.max_epochs if last or cfg.adapt.round_epochs is None else cfg.adapt.round_epochs
+    epochs = cfg.train.max_epochs
+    if not last and cfg.adapt.round_epochs is not None:
+        epochs = min(epochs, cfg.adapt.round_epochs)
     train = dataclasses.replace(cfg.train, max_epochs=epochs, resume=resume)
     round_cfg = dataclasses.replace(cfg, train=train)
     if last:
@@ -246,8 +248,8 @@ def run_adapt(cfg: Config) -> AdaptResult:
             if r:
                 path = proposal_path(paths, r)
                 if not storage.exists(path):
-                    output.result(f"adapt round {r}: scoring every training row with round {r - 1}'s student")
                     count = plan[r] * cfg.data.samples_per_shard
+                    output.result(f"adapt round {r}: choosing {count:,} inputs to label with round {r - 1}'s student")
                     _save_proposal(path, _propose(cfg, paths, r, count, student_dir(paths, r - 1, False)))
                 _label_round(cfg, paths, r, bounds, card, gen_hash)
             where = _train_round(cfg, paths, r, last)

@@ -53,17 +53,34 @@ def regression_scale(split_dir: str, manifest: Manifest) -> OutputScale | None:
     return OutputScale(*target_stats(split_dir, manifest))
 
 
+class PlateauStop(EarlyStopping):
+    """EarlyStopping on a training figure that only counts epochs once the learning rate has fallen
+    to `low` times its peak. Under a schedule that anneals (onecycle, cosine), a plateau at the peak
+    rate is the schedule's, not the student's: stopping there leaves a student that never annealed.
+    A constant schedule is watched from the first epoch."""
+
+    def __init__(self, peak_lr: float, low: float = 0.1, **kwargs):
+        super().__init__(**kwargs)
+        self.peak_lr, self.low = peak_lr, low
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        lr = trainer.optimizers[0].param_groups[0]["lr"] if trainer.optimizers else 0.0
+        if lr <= self.low * self.peak_lr or getattr(pl_module, "schedule", None) == "constant":
+            super().on_train_epoch_end(trainer, pl_module)
+
+
 def stopping_rule(cfg: Config) -> EarlyStopping:
     """Training stops when it no longer improves on the training shards (never on a validation
-    loss: overfitting is the goal). A classifier watches training agreement; a regression watches
-    its training loss, which keeps falling by orders of magnitude long after the share within
-    tolerance is 0 or 1, so any fall at all counts as progress."""
+    loss: overfitting is the goal), once the learning rate is low (PlateauStop). A classifier
+    watches training agreement; a regression watches its training loss, which keeps falling by
+    orders of magnitude long after the share within tolerance is 0 or 1, so any fall at all counts
+    as progress."""
     t = cfg.train
     if cfg.task.kind == "regression":
-        return EarlyStopping(monitor="train/loss", mode="min", patience=t.patience, min_delta=0.0,
-                             check_on_train_epoch_end=True)
-    return EarlyStopping(monitor="train/agreement", mode="max", patience=t.patience, min_delta=t.min_delta,
-                         check_on_train_epoch_end=True)
+        return PlateauStop(t.lr, monitor="train/loss", mode="min", patience=t.patience, min_delta=0.0,
+                           check_on_train_epoch_end=True)
+    return PlateauStop(t.lr, monitor="train/agreement", mode="max", patience=t.patience, min_delta=t.min_delta,
+                       check_on_train_epoch_end=True)
 
 
 def loader_workers(cfg: Config) -> int:
