@@ -115,3 +115,38 @@ def test_output_may_be_a_filesystem_uri(tmp_path, labeled_run):
     # Same config, same teacher: the same bytes as the run written to a plain path.
     reference = shards.require_manifest(RunPaths(labeled_run.out).split("train"))
     assert [r.sha256 for r in manifest.records()] == [r.sha256 for r in reference.records()]
+
+
+def test_shards_are_the_same_bytes_whether_inputs_are_made_in_tasks_or_in_the_actors(labeled_run, tmp_path,
+                                                                                       monkeypatch):
+    """On CPU the teacher's actors make their own inputs; with GPUs, CPU tasks make them beside the
+    labeling (pipeline/label/generation.py). Either way a shard is the same pure function of its job."""
+    from pipeline.label import stage
+    from pipeline.label.pool import LabelerPool
+
+    made_in_tasks = []
+
+    class GpuLikePool(LabelerPool):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            assert self.on_cpu  # this machine has no GPU: the default is to make inputs in the actors
+            self.on_cpu = False
+
+    real_run_generation = stage.run_generation
+
+    class CountingRunGeneration:
+        @staticmethod
+        def options(**kwargs):
+            made_in_tasks.append(kwargs)
+            return real_run_generation.options(**kwargs)
+
+    monkeypatch.setattr(stage, "LabelerPool", GpuLikePool)
+    monkeypatch.setattr(stage, "run_generation", CountingRunGeneration)
+    cfg = copy_run(labeled_run, tmp_path)
+    shutil.rmtree(tmp_path / "run" / "shards")
+    run_label_stage(cfg)
+    assert len(made_in_tasks) == cfg.data.shards + cfg.data.heldout_shards
+    for split in ("train", "heldout"):
+        tasks = shards.require_manifest(RunPaths(cfg.out).split(split))
+        actors = shards.require_manifest(RunPaths(labeled_run.out).split(split))
+        assert [r.sha256 for r in tasks.records()] == [r.sha256 for r in actors.records()]

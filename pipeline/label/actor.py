@@ -14,6 +14,7 @@ from pipeline import shards
 from pipeline.errors import UserError
 from pipeline.inputs import space
 from pipeline.label import faults
+from pipeline.label.generation import Generation
 from pipeline.label.time_limit import time_limit
 from pipeline.run import rundir, storage
 from pipeline.tasks.task import CLASSIFICATION, stored_targets, target_column
@@ -73,8 +74,8 @@ class Labeler:
         outputs = np.concatenate(out) if out else np.zeros((0, self.card.num_outputs), np.float32)
         return outputs, first_error, seconds
 
-    def label(self, generated: tuple[np.ndarray, np.ndarray], job: ShardJob) -> shards.ShardRecord:
-        inputs, kinds = generated
+    def label(self, generated: tuple[np.ndarray, np.ndarray] | Generation, job: ShardJob) -> shards.ShardRecord:
+        inputs, kinds = generated.make() if isinstance(generated, Generation) else generated
         outputs, first_error, seconds = self.outputs(inputs)
         targets, finite = stored_targets(self.task, outputs)
         sample_ids = job.index * job.count + np.arange(len(inputs), dtype=np.int64)

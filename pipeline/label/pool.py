@@ -26,6 +26,7 @@ class LabelerPool:
         # A network runs its batch on several threads: two cores an actor. A callable (a simulator) is
         # given label.cpus_per_actor each, one actor per such slice of the machine.
         cores_each = per_actor if card.kind == "callable" else max(2.0, per_actor)
+        self.on_cpu = not num_gpus  # CPU actors make their own inputs (pipeline/label/generation.py)
         count = cfg.label.actors or (max(1, int(gpus / num_gpus)) if num_gpus else max(1, int(cpus // cores_each)))
         # On CPU, the actors share the cores between them; generation tasks are light and run beside.
         threads = 1 if num_gpus else max(1, cpus // count)

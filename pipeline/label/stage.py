@@ -1,10 +1,11 @@
 """The label stage: generate inputs in Ray tasks, label them in teacher actors, commit shards.
 
-  generate_shard (task, CPU)  ──inputs──▶  Labeler.label (actor, teacher loaded once)  ──▶  Parquet shard
-                                                                                   │
-  driver: submits, bounds work in flight, records each returned shard in the manifest ◀┘
+  Generation ──▶ run_generation (task, CPU) ──inputs──▶ Labeler.label (actor, teacher loaded once) ──▶ Parquet shard
+            └───── on CPU actors: made by the actor itself ─────▲                                 │
+  driver: submits, bounds work in flight, records each returned shard in the manifest ◀──────────┘
 
-Generation of the next shards overlaps the teacher's inference on the current ones. Each shard's
+With GPU actors, generation of the next shards overlaps the teacher's inference on the current
+ones; CPU actors generate their own shards (pipeline/label/generation.py says why). Each shard's
 bytes are a pure function of (config, seed, shard index, teacher), and a shard is committed by the
 driver only after the worker has renamed it into place, so a retried or rerun shard is harmless:
 a rerun skips every shard the manifest records whose checksum matches, and writes the rest.
@@ -26,16 +27,16 @@ from typing import Callable
 import numpy as np
 import pyarrow.fs as pafs
 import ray
-import torch
 
 from pipeline import shards
-from pipeline.config import Config, DataConfig, fingerprint, result_fields
+from pipeline.config import Config, fingerprint, result_fields
 from pipeline.errors import RetriesExhausted, UserError
 from pipeline.inputs import vectors
 from pipeline.inputs.images import generate_inputs, shard_seed
 from pipeline.inputs.seeds import SeedData
 from pipeline.label import faults
 from pipeline.label.actor import ShardJob, TeacherFailed
+from pipeline.label.generation import Generation, run_generation
 from pipeline.label.pool import LOST_WORK, LabelerPool
 from pipeline.label.repair import damaged_splits
 from pipeline.resolve import add_code_dir
@@ -69,15 +70,6 @@ class LabelResult:
     splits: dict[str, SplitResult] = field(default_factory=dict)
 
 
-# num_cpus=0: generation is light next to the teacher, and must never wait for a CPU that teacher
-# actors hold. If a node is lost and its actor restarts on a node already full of actors, a
-# generation task asking for a CPU would wait forever while the actors wait for its inputs.
-@ray.remote(num_cpus=0)
-def generate_shard(seed_images: np.ndarray, data: DataConfig, seed: int, count: int) -> tuple[np.ndarray, np.ndarray]:
-    torch.set_num_threads(1)  # generation is cheap; leave the cores to the teacher
-    return generate_inputs(seed_images, data, seed, count)
-
-
 def generator_hash(cfg: Config, seed_images: np.ndarray | None) -> str:
     """What the inputs depend on: the data config and the exact seed images it draws from (none for
     a vector space: its points depend on the config alone)."""
@@ -91,14 +83,8 @@ def _parameters(cfg: Config) -> list[dict] | None:
     return vectors.box_dicts(vectors.box_of(cfg.data.parameters)) if cfg.data.space == vectors.NAME else None
 
 
-@ray.remote(num_cpus=0)
-def generate_vector_shard(box: vectors.Box, sampler: str, seed: int, count: int, index: int,
-                          grid_points: int) -> tuple[np.ndarray, np.ndarray]:
-    return vectors.generate_vectors(box, sampler, seed, count, index, grid_points)
-
-
 def _label_split(cfg: Config, paths: rundir.RunPaths, split: str, planned: int, base_seed: int, card: TeacherCard,
-                 generate: Callable[[ShardJob], object], labelers: Callable[[], LabelerPool],
+                 generate: Callable[[ShardJob], Generation | ray.ObjectRef], labelers: Callable[[], LabelerPool],
                  gen_hash: str, damaged: dict[int, str]) -> SplitResult:
     split_dir = paths.split(split)
     manifest = shards.load_manifest(split_dir)
@@ -132,6 +118,8 @@ def _label_split(cfg: Config, paths: rundir.RunPaths, split: str, planned: int, 
         while todo and len(in_flight) < 2 * len(pool.actors):
             job = todo.popleft()
             generated = generate(job)
+            if isinstance(generated, Generation) and not pool.on_cpu:  # else the actor makes it (generation.py)
+                generated = run_generation.options(max_retries=cfg.label.max_retries).remote(generated)
             actor = pool.least_loaded()
             handle = pool.actors[actor]
             in_flight[handle.label.remote(generated, job)] = (job, actor, handle)
@@ -210,20 +198,19 @@ def _label_stage(cfg: Config, paths: rundir.RunPaths, seed: SeedData | None) -> 
     plan = {"train": (cfg.adapt.round_shards(cfg.data.shards)[0], cfg.data.seed), "heldout": (cfg.data.heldout_shards, cfg.data.heldout_seed)}
     result = LabelResult()
     with ray_session(cfg.address, cfg.code_dir):
-        retries = cfg.label.max_retries
         if vector_space:
             box = vectors.box_of(cfg.data.parameters)
 
-            def generate(job: ShardJob):
+            def generate(job: ShardJob) -> Generation:
                 # Held-out points are Sobol points whatever the training sampler: off any grid.
                 sampler = cfg.data.sampler if job.split == "train" else "sobol"
-                return generate_vector_shard.options(max_retries=retries).remote(
-                    box, sampler, job.seed, job.count, job.index, cfg.data.grid_points)
+                return Generation(vectors.generate_vectors,
+                                  (box, sampler, job.seed, job.count, job.index, cfg.data.grid_points))
         else:
             seed_ref = ray.put(seed.train_images)
 
-            def generate(job: ShardJob):
-                return generate_shard.options(max_retries=retries).remote(seed_ref, cfg.data, job.seed, job.count)
+            def generate(job: ShardJob) -> Generation:
+                return Generation(generate_inputs, (seed_ref, cfg.data, job.seed, job.count))
 
         # Actors start on first need: a rerun with every shard in place loads no teacher.
         labelers = functools.cache(lambda: LabelerPool(cfg, paths, card, cfg.data.space))
