@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import torch.nn as nn
-import torchvision
 
 from teachers.registry import Registry
 
@@ -44,6 +43,8 @@ def resnet18(input_shape: tuple[int, int, int], num_outputs: int, width: int = 6
 
     For small inputs (≤ 64 px) the stem is a 3x3 stride-1 conv without max-pool, the usual CIFAR
     adaptation, so 32x32 images are not shrunk to 1x1 before the last stage."""
+    import torchvision  # here, not at import: it takes seconds, and every Ray worker imports this module
+
     model = torchvision.models.resnet18(weights=None, num_classes=num_outputs)
     channels, height, _ = input_shape
     if height <= 64:

@@ -11,7 +11,6 @@ import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from torchvision.transforms import v2
 
 Decode = Callable[[torch.Tensor], torch.Tensor]  # stored inputs -> float model inputs
 
@@ -29,6 +28,8 @@ Augment = Callable[[torch.Tensor, torch.Generator], torch.Tensor]
 
 
 def default_augment() -> Augment:
+    from torchvision.transforms import v2  # here, not at import: torchvision takes seconds to import
+
     affine = v2.RandomAffine(degrees=10, translate=(0.1, 0.1), scale=(0.9, 1.1))
     return lambda x, g: affine(x)
 

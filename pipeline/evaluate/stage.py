@@ -30,7 +30,6 @@ from pipeline.config import Config
 from pipeline.errors import UserError
 from pipeline.evaluate import latency, regression
 from pipeline.evaluate.curves import read_curves
-from pipeline.evaluate.render import write_report
 from pipeline.evaluate.report import Report
 from pipeline.evaluate.worst import GALLERY_SIZE, WorstRows
 from pipeline.inputs import space
@@ -218,6 +217,12 @@ def adapt_rounds(paths: rundir.RunPaths) -> dict | None:
     return storage.read_json(path) if storage.exists(path) else None
 
 
+def _write_report(paths: rundir.RunPaths, report: Report) -> None:
+    from pipeline.evaluate.render import write_report  # here: matplotlib is not needed by every eval worker
+
+    write_report(paths, report)
+
+
 def run_eval_stage(cfg: Config) -> Report:
     paths = rundir.prepare(cfg)
     add_code_dir(cfg.code_dir)
@@ -227,7 +232,7 @@ def run_eval_stage(cfg: Config) -> Report:
         raise UserError(f"{paths.student_card} was trained on a different teacher's labels than {paths.teacher_card}.")
     if student_card.task == REGRESSION:
         report = regression_report(cfg, paths, student, student_card, weights, teacher_card)
-        write_report(paths, report)
+        _write_report(paths, report)
         return report
     seed = load_seed(cfg)
     values = _evaluate_splits(cfg, paths, student, student_card, weights)
@@ -261,5 +266,5 @@ def run_eval_stage(cfg: Config) -> Report:
         gallery=gallery,
         adapt=adapt_rounds(paths),
     )
-    write_report(paths, report)
+    _write_report(paths, report)
     return report
