@@ -186,7 +186,7 @@ class LabelConfig:
     batch_size: int = 1024
     """Inputs per teacher forward pass."""
     actors: Optional[int] = field(default=None, metadata=EXECUTION_ONLY)
-    """Teacher actors (each loads the teacher once). None: one per GPU, or half the CPUs."""
+    """Teacher actors (each loads the teacher once). None: one per GPU, or one per label.cpus_per_actor CPUs."""
     num_gpus: Optional[float] = field(default=None, metadata=EXECUTION_ONLY)
     """GPUs per teacher actor. None: 1 when the cluster has GPUs, else 0."""
     max_retries: int = field(default=3, metadata=EXECUTION_ONLY)
@@ -199,7 +199,9 @@ class LabelConfig:
     """Longest a teacher may take on one batch, seconds; a batch that takes longer has its rows
     rejected (counted, the first error reported) and labeling goes on. None: no limit."""
     cpus_per_actor: float = field(default=1.0, metadata=EXECUTION_ONLY)
-    """CPUs each teacher actor asks Ray for (a simulator that runs several threads or processes per call)."""
+    """CPUs each teacher actor asks Ray for. On CPU nodes there is one actor per this many cores, each
+    running its batches on that many threads: raise it for a teacher too large to hold once per core,
+    or for a simulator that runs several threads or processes per call."""
     bf16_on_gpu: bool = True
     """On a GPU, run the teacher under bf16 autocast (about twice the throughput of fp32; logits
     are stored as float16 either way). Turn off for a teacher that is unstable in bf16."""

@@ -23,13 +23,13 @@ class LabelerPool:
         num_gpus = cfg.label.num_gpus if cfg.label.num_gpus is not None else (1 if gpus else 0)
         cpus = cluster_cpus()
         per_actor = cfg.label.cpus_per_actor
-        # A network runs its batch on several threads: two cores an actor. A callable (a simulator) is
-        # given label.cpus_per_actor each, one actor per such slice of the machine.
-        cores_each = per_actor if card.kind == "callable" else max(2.0, per_actor)
-        self.on_cpu = not num_gpus  # CPU actors make their own inputs (pipeline/label/generation.py)
-        count = cfg.label.actors or (max(1, int(gpus / num_gpus)) if num_gpus else max(1, int(cpus // cores_each)))
-        # On CPU, the actors share the cores between them; generation tasks are light and run beside.
-        threads = 1 if num_gpus else max(1, cpus // count)
+        # On CPU, one actor per label.cpus_per_actor cores (default: one per core), each running its
+        # batches on that many threads and making its own inputs (pipeline/label/generation.py).
+        # Single-threaded actors side by side keep every core busy, through the generating and
+        # writing too, where one multi-threaded actor loses time to each parallel op's barrier.
+        self.on_cpu = not num_gpus
+        count = cfg.label.actors or (max(1, int(gpus / num_gpus)) if num_gpus else max(1, int(cpus // per_actor)))
+        threads = 1 if num_gpus else max(1, int(cpus // count))
         # SPREAD: on a cluster, one teacher per node before two on any node. Restarts are unlimited
         # so a lost node's actors come back elsewhere; each call is retried a bounded number of times.
         actor_cls = ray.remote(Labeler).options(
