@@ -14,10 +14,10 @@ def checks(monkeypatch, schedule: str, rates: list[float]) -> list[float]:
     seen = []
     monkeypatch.setattr(EarlyStopping, "on_train_epoch_end", lambda self, trainer, module: seen.append(
         trainer.optimizers[0].param_groups[0]["lr"]))
-    stop = PlateauStop(1e-2, monitor="train/agreement", mode="max", patience=2, check_on_train_epoch_end=True)
+    stop = PlateauStop(1e-2, schedule == "constant", monitor="train/agreement", mode="max", patience=2,
+                       check_on_train_epoch_end=True)
     for lr in rates:
-        stop.on_train_epoch_end(SimpleNamespace(optimizers=[SimpleNamespace(param_groups=[{"lr": lr}])]),
-                                SimpleNamespace(schedule=schedule))
+        stop.on_train_epoch_end(SimpleNamespace(optimizers=[SimpleNamespace(param_groups=[{"lr": lr}])]), None)
     return seen
 
 

@@ -104,7 +104,8 @@ def load_proposal(path: str) -> tuple[Proposal, str]:
         return Proposal(**{k: arrays[k] for k in arrays.files}), sha256_of(data)
 
 
-def _propose(cfg: Config, paths: rundir.RunPaths, round_: int, count: int, previous: str) -> Proposal:
+def _propose(cfg: Config, paths: rundir.RunPaths, round_: int, count: int, previous: str,
+             seed_images: np.ndarray | None) -> Proposal:
     """Round `round_`'s `count` inputs: for images, adapt.least_sure_share of them the generated
     inputs the `previous` student is least sure of; the rest around its worst training rows."""
     images = cfg.data.space != vectors.NAME
@@ -112,7 +113,7 @@ def _propose(cfg: Config, paths: rundir.RunPaths, round_: int, count: int, previ
     sure = round(count * cfg.adapt.least_sure_share) if images and cfg.task.kind != REGRESSION else 0
     if sure:
         _, card, weights = load_student_dir(previous)
-        parts.append(least_sure(card, weights, load_seed(cfg).train_images, cfg.data, round_, sure, cfg.adapt.pool))
+        parts.append(least_sure(card, weights, seed_images, cfg.data, round_, sure, cfg.adapt.pool))
     around = count - sure
     if around:
         scored = score_split(previous, paths.split("train"), cfg.eval.batch_size)
@@ -240,7 +241,8 @@ def run_adapt(cfg: Config) -> AdaptResult:
     plan = cfg.adapt.round_shards(cfg.data.shards)
     bounds = np.cumsum(plan).tolist()
     card = read_card(paths)
-    gen_hash = generator_hash(cfg, None if cfg.data.space == vectors.NAME else load_seed(cfg).train_images)
+    seed_images = None if cfg.data.space == vectors.NAME else load_seed(cfg).train_images  # read once, for every round
+    gen_hash = generator_hash(cfg, seed_images)
     history = {r["round"]: r for r in read_rounds(cfg.out)}
     with ray_session(cfg.address, cfg.code_dir):
         for r in range(len(plan)):
@@ -250,7 +252,7 @@ def run_adapt(cfg: Config) -> AdaptResult:
                 if not storage.exists(path):
                     count = plan[r] * cfg.data.samples_per_shard
                     output.result(f"adapt round {r}: choosing {count:,} inputs to label with round {r - 1}'s student")
-                    _save_proposal(path, _propose(cfg, paths, r, count, student_dir(paths, r - 1, False)))
+                    _save_proposal(path, _propose(cfg, paths, r, count, student_dir(paths, r - 1, False), seed_images))
                 _label_round(cfg, paths, r, bounds, card, gen_hash)
             where = _train_round(cfg, paths, r, last)
             if r not in history:

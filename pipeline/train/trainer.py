@@ -57,15 +57,14 @@ class PlateauStop(EarlyStopping):
     """EarlyStopping on a training figure that only counts epochs once the learning rate has fallen
     to `low` times its peak. Under a schedule that anneals (onecycle, cosine), a plateau at the peak
     rate is the schedule's, not the student's: stopping there leaves a student that never annealed.
-    A constant schedule is watched from the first epoch."""
+    A constant rate (`constant_rate`) is watched from the first epoch."""
 
-    def __init__(self, peak_lr: float, low: float = 0.1, **kwargs):
+    def __init__(self, peak_lr: float, constant_rate: bool, low: float = 0.1, **kwargs):
         super().__init__(**kwargs)
-        self.peak_lr, self.low = peak_lr, low
+        self.threshold = float("inf") if constant_rate else low * peak_lr
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        lr = trainer.optimizers[0].param_groups[0]["lr"] if trainer.optimizers else 0.0
-        if lr <= self.low * self.peak_lr or getattr(pl_module, "schedule", None) == "constant":
+        if trainer.optimizers[0].param_groups[0]["lr"] <= self.threshold:
             super().on_train_epoch_end(trainer, pl_module)
 
 
@@ -76,11 +75,10 @@ def stopping_rule(cfg: Config) -> EarlyStopping:
     orders of magnitude long after the share within tolerance is 0 or 1, so any fall at all counts
     as progress."""
     t = cfg.train
-    if cfg.task.kind == "regression":
-        return PlateauStop(t.lr, monitor="train/loss", mode="min", patience=t.patience, min_delta=0.0,
-                           check_on_train_epoch_end=True)
-    return PlateauStop(t.lr, monitor="train/agreement", mode="max", patience=t.patience, min_delta=t.min_delta,
-                       check_on_train_epoch_end=True)
+    regression = cfg.task.kind == "regression"
+    return PlateauStop(t.lr, t.schedule == "constant", monitor="train/loss" if regression else "train/agreement",
+                       mode="min" if regression else "max", min_delta=0.0 if regression else t.min_delta,
+                       patience=t.patience, check_on_train_epoch_end=True)
 
 
 def loader_workers(cfg: Config) -> int:
