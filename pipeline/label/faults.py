@@ -37,6 +37,8 @@ def should_crash(split: str, index: int) -> bool:
 
 def crash_midway(path: str, data: bytes) -> None:
     """Leave half of `data` under a temporary name beside `path`, then die without cleanup."""
+    # The real writer makes the split's directory; this shard may be the first to reach it.
+    os.makedirs(os.path.dirname(path), exist_ok=True)
     with open(f"{path}.tmp-crashed", "wb") as f:
         f.write(data[: len(data) // 2])
     os._exit(1)
