@@ -258,6 +258,15 @@ class TrainConfig:
     """auto: kl for classification, mse for regression. kl: KL(teacher || student) at the temperature;
     mse: squared error (on raw logits; for regression on standardised targets); relative (regression):
     squared error relative to the squared norm of the teacher's output."""
+    margin_weight: Optional[float] = None
+    """Classification: weight of a hinge added to the loss that asks the student to rank the
+    teacher's top class first, by at least half the teacher's own margin over its runner-up
+    (students.losses.top1_margin_hinge). Zero for a student that matches the teacher, so it does
+    not pull away from the teacher's function; without it, KL barely notices a near-tie put in the
+    wrong order, and training agreement on near-ties is left to chance. Memorising near-ties pays
+    where they are densely covered (the boundary rows of active rounds) and costs held-out
+    agreement where they are sparse (uniform data). None: 1.0 with adapt.rounds, else 0. Unused
+    for regression."""
     patience: int = 10
     """Epochs without a rise of at least min_delta in training agreement (regression: without any
     fall of the training loss) before training stops. Counted only once the learning rate is below
@@ -306,6 +315,8 @@ class TrainConfig:
             _check(getattr(self, key) >= 1, f"train.{key} must be at least 1, got {getattr(self, key)}.")
         _check(self.lr > 0, f"train.lr must be positive, got {self.lr}.")
         _check(self.temperature > 0, f"train.temperature must be positive, got {self.temperature}.")
+        _check(self.margin_weight is None or self.margin_weight >= 0,
+               f"train.margin_weight must be at least 0, got {self.margin_weight}.")
         _check(self.loader_workers is None or self.loader_workers >= 0,
                f"train.loader_workers must be at least 0, got {self.loader_workers}.")
         _check(self.accelerator in ("auto", "cpu", "gpu", "cuda"), f"train.accelerator must be auto, cpu or gpu, got {self.accelerator!r}.")
@@ -516,6 +527,13 @@ class Config:
         if self.train.loss != "auto":
             return self.train.loss
         return "mse" if self.task.kind == "regression" else "kl"
+
+    @property
+    def margin_weight(self) -> float:
+        """train.margin_weight with None resolved: on for active rounds, off for uniform data."""
+        if self.train.margin_weight is not None:
+            return self.train.margin_weight
+        return 1.0 if self.adapt.rounds else 0.0
 
 
 def result_fields(obj: Any) -> dict:

@@ -24,6 +24,24 @@ def mse_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, tempera
 
 LOSSES = {"kl": kl_loss, "mse": mse_loss}
 
+MARGIN_FRACTION = 0.5  # of the teacher's own margin that the student's must reach
+
+
+def top1_margin_hinge(student_logits: torch.Tensor, teacher_logits: torch.Tensor,
+                      fraction: float = MARGIN_FRACTION) -> torch.Tensor:
+    """Mean over rows of relu(fraction * m_teacher - m_student), where m is the margin of the
+    teacher's top class over the best other class, in each model's logits.
+
+    Zero once the student ranks the teacher's top class first by at least `fraction` of the
+    teacher's margin, so it is zero for a student that matches the teacher and changes nothing at
+    that optimum. It exists for near-ties: on a row where the teacher's top two logits are 0.03
+    apart, KL (or MSE) barely changes when the student puts them in the wrong order, so top-1
+    agreement there is left to chance; this term is linear in the wrong order instead."""
+    top = teacher_logits.argmax(1, keepdim=True)
+    teacher_margin = teacher_logits.gather(1, top).squeeze(1) - teacher_logits.scatter(1, top, float("-inf")).amax(1)
+    student_margin = student_logits.gather(1, top).squeeze(1) - student_logits.scatter(1, top, float("-inf")).amax(1)
+    return torch.relu(fraction * teacher_margin - student_margin).mean()
+
 
 # Regression (a simulator's outputs): the student predicts standardised values; `scale`
 # (students.scale.OutputScale) maps them back to physical units.

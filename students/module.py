@@ -15,7 +15,7 @@ import lightning as L
 import torch
 import torch.nn as nn
 
-from students.losses import LOSSES, REGRESSION_LOSSES, relative_error
+from students.losses import LOSSES, REGRESSION_LOSSES, relative_error, top1_margin_hinge
 from students.scale import OutputScale
 
 SCHEDULES = ("onecycle", "cosine", "constant")
@@ -26,14 +26,15 @@ class DistillationModule(L.LightningModule):
     def __init__(self, student: nn.Module, decode: nn.Module, num_classes: int, lr: float = 5e-3,
                  temperature: float = 1.0, loss: str = "kl", schedule: str = "onecycle",
                  steps_per_epoch: int | None = None, target_scale: OutputScale | None = None,
-                 tolerance: float = 0.01):
+                 tolerance: float = 0.01, margin_weight: float = 0.0):
         """`steps_per_epoch` sizes the schedule; None asks the trainer (which means reading the data
         once more before training starts).
 
         With `target_scale` the targets are regression values (batch "targets", float32, physical
         units): the student predicts them standardised by it, `loss` is mse (on standardised values)
         or relative, and a row agrees when its relative L2 error is at most `tolerance`. Without,
-        they are a classifier's logits (batch "logits") and a row agrees when the top classes match."""
+        they are a classifier's logits (batch "logits") and a row agrees when the top classes match;
+        `margin_weight` then adds that multiple of students.losses.top1_margin_hinge to the loss."""
         super().__init__()
         self.regression = target_scale is not None
         losses = REGRESSION_LOSSES if self.regression else LOSSES
@@ -46,6 +47,7 @@ class DistillationModule(L.LightningModule):
         self.lr, self.temperature, self.schedule = lr, temperature, schedule
         self.steps_per_epoch = steps_per_epoch
         self.loss_fn = losses[loss]
+        self.margin_weight = margin_weight
         self.target_scale, self.tolerance = target_scale, tolerance
         self.save_hyperparameters(ignore=["student", "decode", "target_scale"])
         self.automatic_optimization = False  # training_step takes its own steps, see there
@@ -70,6 +72,8 @@ class DistillationModule(L.LightningModule):
             return loss, agree
         teacher = batch["logits"].float()
         loss = self.loss_fn(student, teacher, self.temperature)
+        if self.margin_weight:
+            loss = loss + self.margin_weight * top1_margin_hinge(student, teacher)
         with torch.no_grad():
             agree = (student.detach().argmax(1) == teacher.argmax(1)).sum()
         return loss, agree

@@ -43,7 +43,8 @@ def build_module(cfg: Config, manifest: Manifest, steps_per_epoch: int,
     decode = space.decode_module(manifest.input_space, manifest.input_shape, manifest.parameters)
     return DistillationModule(student, decode, manifest.num_classes, lr=t.lr, temperature=t.temperature,
                               loss=cfg.loss, schedule=t.schedule, steps_per_epoch=steps_per_epoch,
-                              target_scale=target_scale, tolerance=cfg.task.tolerance)
+                              target_scale=target_scale, tolerance=cfg.task.tolerance,
+                              margin_weight=cfg.margin_weight)
 
 
 def regression_scale(split_dir: str, manifest: Manifest) -> OutputScale | None:
