@@ -395,6 +395,9 @@ class SweepConfig:
         _check(self.gpus_per_trial >= 0, f"sweep.gpus_per_trial must not be negative, got {self.gpus_per_trial}.")
 
 
+CLASSIFICATION_ROUND_EPOCHS = 30  # adapt.round_epochs when unset, for classification
+
+
 @dataclass
 class AdaptConfig:
     """Active distillation (`--adapt.rounds 3`): the same label budget (data.shards), spent in rounds.
@@ -434,10 +437,12 @@ class AdaptConfig:
     compare: Optional[str] = field(default=None, metadata=EXECUTION_ONLY)
     """Output directory of a uniform run of the same config (no adapt): its held-out figure at its
     labels is drawn beside the rounds' curve in the report."""
-    round_epochs: Optional[int] = 30
-    """Training epochs of the students of rounds before the last (they only point at where to label
-    next), at most train.max_epochs; the last round's student trains train.max_epochs. None:
-    train.max_epochs for every round."""
+    round_epochs: Optional[int] = None
+    """Training epochs of the students of rounds before the last, at most train.max_epochs; the last
+    round's student trains train.max_epochs. None: 30 for classification, where a round's student
+    only points at the boundaries by its margins, and train.max_epochs for regression, where the
+    rows it gets most wrong are where to label and a half-trained student's worst rows are
+    mostly its own unfinished fit."""
 
     def __post_init__(self) -> None:
         _check(self.rounds >= 0, f"adapt.rounds must be at least 0, got {self.rounds}.")
@@ -534,6 +539,14 @@ class Config:
         if self.train.margin_weight is not None:
             return self.train.margin_weight
         return 1.0 if self.adapt.rounds else 0.0
+
+    @property
+    def round_epochs(self) -> int:
+        """Training epochs of an adaptive round's student before the last, adapt.round_epochs resolved."""
+        epochs = self.adapt.round_epochs
+        if epochs is None:
+            epochs = self.train.max_epochs if self.task.kind == "regression" else CLASSIFICATION_ROUND_EPOCHS
+        return min(epochs, self.train.max_epochs)
 
 
 def result_fields(obj: Any) -> dict:

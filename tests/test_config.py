@@ -70,3 +70,14 @@ def test_fingerprint_ignores_execution_only_fields():
     moved = result_fields(Config(out="elsewhere", address="auto", train=TrainConfig(devices=4, loader_workers=3)))
     assert fingerprint(base) == fingerprint(moved)
     assert fingerprint(base) != fingerprint(result_fields(Config(train=TrainConfig(max_epochs=3))))
+
+
+def test_round_students_train_30_epochs_for_classification_and_all_of_them_for_regression():
+    from pipeline.config import AdaptConfig, Config, TaskConfig, TrainConfig
+
+    train = TrainConfig(max_epochs=150)
+    assert Config(out="x", train=train).round_epochs == 30
+    assert Config(out="x", train=train, task=TaskConfig(kind="regression")).round_epochs == 150
+    assert Config(out="x", train=train, adapt=AdaptConfig(round_epochs=200)).round_epochs == 150
+    assert Config(out="x", train=train, task=TaskConfig(kind="regression"),
+                  adapt=AdaptConfig(round_epochs=10)).round_epochs == 10

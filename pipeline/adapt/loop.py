@@ -175,9 +175,7 @@ def _train_round(cfg: Config, paths: rundir.RunPaths, round_: int, last: bool) -
     """Train (or reuse, or continue) round `round_`'s student; returns its directory."""
     where = student_dir(paths, round_, last)
     resume = storage.exists(checkpoints.last_checkpoint(where))
-    epochs = cfg.train.max_epochs
-    if not last and cfg.adapt.round_epochs is not None:
-        epochs = min(epochs, cfg.adapt.round_epochs)
+    epochs = cfg.train.max_epochs if last else cfg.round_epochs
     train = dataclasses.replace(cfg.train, max_epochs=epochs, resume=resume)
     round_cfg = dataclasses.replace(cfg, train=train)
     if last:
