@@ -260,7 +260,7 @@ class TrainConfig:
     squared error relative to the squared norm of the teacher's output."""
     margin_weight: Optional[float] = None
     """Classification: weight of a hinge added to the loss that asks the student to rank the
-    teacher's top class first, by at least half the teacher's own margin over its runner-up
+    teacher's top class first, by at least a tenth of the teacher's own margin over its runner-up
     (students.losses.top1_margin_hinge). Zero for a student that matches the teacher, so it does
     not pull away from the teacher's function; without it, KL barely notices a near-tie put in the
     wrong order, and training agreement on near-ties is left to chance. Memorising near-ties pays
