@@ -78,7 +78,7 @@ def main() -> None:
     parser.add_argument("--out", help="Directory for the runs (kept; finished runs are reused). Default: a temporary one.")
     parser.add_argument("--only", choices=("digits", "burgers"))
     parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--digits-epochs", type=int, default=150,
+    parser.add_argument("--digits-epochs", type=int, default=200,
                         help="Training epochs of both digits runs: rows near the boundaries take longer to memorise.")
     parser.add_argument("--heldout-shards", type=int, default=16,
                         help="Held-out shards of both digits runs (4,096 rows each): the precision of the comparison.")
