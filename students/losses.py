@@ -42,9 +42,12 @@ def top1_margin_hinge(student_logits: torch.Tensor, teacher_logits: torch.Tensor
     apart, KL (or MSE) barely changes when the student puts them in the wrong order, so top-1
     agreement there is left to chance; this term is linear in the wrong order instead."""
     top = teacher_logits.argmax(1, keepdim=True)
-    teacher_margin = teacher_logits.gather(1, top).squeeze(1) - teacher_logits.scatter(1, top, float("-inf")).amax(1)
-    student_margin = student_logits.gather(1, top).squeeze(1) - student_logits.scatter(1, top, float("-inf")).amax(1)
-    return torch.relu(fraction * teacher_margin - student_margin).mean()
+    return torch.relu(fraction * _margin_of(teacher_logits, top) - _margin_of(student_logits, top)).mean()
+
+
+def _margin_of(logits: torch.Tensor, classes: torch.Tensor) -> torch.Tensor:
+    """Per row, the logit of `classes` [n, 1] minus the largest logit of any other class."""
+    return logits.gather(1, classes).squeeze(1) - logits.scatter(1, classes, float("-inf")).amax(1)
 
 
 # Regression (a simulator's outputs): the student predicts standardised values; `scale`
