@@ -1,7 +1,10 @@
 """Shared fixtures: a tiny run config, and one embedded Ray for the whole session.
 
-Stages reuse an already-initialized Ray (as they would a caller's), so in-process tests pay Ray's
-start-up once; tests that go through the CLI in a subprocess start their own.
+Starting Ray costs seconds of several cores' time, so it is started once per test process and shared:
+stages reuse an already-initialized Ray (as they would a caller's), and the CLI in a subprocess joins
+it by its address (as it would a cluster's). A test whose run needs its own Ray (environment variables
+that must reach the workers, a driver killed on purpose) gets a fresh embedded one, as a user's first
+run on a laptop does.
 """
 
 from __future__ import annotations
@@ -17,8 +20,11 @@ import torch
 
 from pipeline.config import Config, DataConfig, EvalConfig, LabelConfig, TeacherConfig, TrainConfig
 
-# Keep each test process from oversubscribing the (few) cores of a CI machine.
-torch.set_num_threads(min(2, os.cpu_count() or 1))
+# The cores shared out among the test processes (pytest-xdist's workers), each process and the
+# subprocesses it starts taking one share: oversubscribed, PyTorch's threads spin and waste the cores.
+THREADS = max(1, (os.cpu_count() or 1) // int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1")))
+os.environ["OMP_NUM_THREADS"] = str(THREADS)
+torch.set_num_threads(THREADS)
 
 
 def tiny_config(out, **sections) -> Config:
@@ -36,23 +42,30 @@ def tiny_config(out, **sections) -> Config:
     return cfg
 
 
-@pytest.fixture(scope="module")
-def ray_local():
-    """An embedded Ray for one test module (modules that build their own cluster need none running)."""
+def shared_ray():
+    """The test process's embedded Ray, started on first use. A test that builds a cluster of its own
+    shuts it down first (a driver joins one Ray at a time); the next use starts it again."""
     import ray
 
-    ray.init(address="local", num_cpus=2, include_dashboard=False, logging_level="ERROR")
-    yield ray
-    ray.shutdown()
+    if not ray.is_initialized():
+        ray.init(address="local", num_cpus=2, include_dashboard=False, logging_level="ERROR")
+    return ray
+
+
+@pytest.fixture(scope="module")
+def ray_local():
+    """The shared embedded Ray, for tests that call the stages in this process."""
+    return shared_ray()
 
 
 @pytest.fixture(scope="session")
 def labeled_run(tmp_path_factory):
-    """A run directory with a trained teacher and labeled train/held-out shards (shared, read-only).
-    Labeling uses the module's Ray if one is up, else an embedded Ray that it shuts down after."""
+    """A run directory with a trained teacher and labeled train/held-out shards (shared, read-only),
+    labeled on the shared Ray."""
     from pipeline.label.stage import run_label_stage
     from pipeline.teach.stage import run_teacher_stage
 
+    shared_ray()
     cfg = tiny_config(tmp_path_factory.mktemp("run") / "out")
     run_teacher_stage(cfg)
     run_label_stage(cfg)
@@ -90,10 +103,16 @@ def finished_run(trained_run, tmp_path_factory):
 
 
 def cli(*args, env: dict | None = None, timeout: float = 240) -> subprocess.CompletedProcess:
-    """`python -m pipeline ARGS` as a user runs it: its own process session (on the embedded Ray,
-    whatever RAY_ADDRESS the shell has), and whatever it leaves running is killed afterwards."""
+    """`python -m pipeline ARGS` as a user runs it, in its own process session; whatever it leaves
+    running is killed afterwards. It joins the shared Ray, unless `env` is given: environment variables
+    for the run reach Ray's workers only from a Ray the run starts itself, so it then starts its own."""
+    ray_env = {"RAY_ADDRESS": ""}
+    if env is None:
+        ray = shared_ray()
+        # Ray turned token authentication on in this process's environment when it started: pass it on.
+        ray_env = {"RAY_ADDRESS": ray.get_runtime_context().gcs_address}
     proc = subprocess.Popen([sys.executable, "-m", "pipeline", *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True, env={**os.environ, "RAY_ADDRESS": "", **(env or {})}, start_new_session=True)
+                            text=True, env={**os.environ, **ray_env, **(env or {})}, start_new_session=True)
     try:
         stdout, stderr = proc.communicate(timeout=timeout)
     finally:
@@ -102,3 +121,14 @@ def cli(*args, env: dict | None = None, timeout: float = 240) -> subprocess.Comp
         except ProcessLookupError:
             pass
     return subprocess.CompletedProcess(proc.args, proc.returncode, stdout, stderr)
+
+
+# The slowest files, measured (`pytest --durations=0`): the two test processes take whole files in
+# collection order, so these go first and the last files to finish are short ones.
+SLOWEST_FIRST = ("test_train.py", "test_label_faults.py", "test_e2e.py", "test_surrogate.py", "test_train_resume.py",
+                 "test_output.py", "test_promote.py", "test_adapt.py", "test_label_cluster.py", "test_train_ray.py")
+
+
+def pytest_collection_modifyitems(items):
+    rank = {name: i for i, name in enumerate(SLOWEST_FIRST)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable: the rest keep their order

@@ -114,10 +114,12 @@ def brought(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def shared_ray(brought):
+def ray_with_user_code(brought):
     """One Ray for the in-process runs; its workers find the user's module on PYTHONPATH."""
     import ray
 
+    if ray.is_initialized():  # the shared one, whose workers lack that PYTHONPATH
+        ray.shutdown()
     ray.init(address="local", num_cpus=2, include_dashboard=False, logging_level="ERROR",
              runtime_env={"env_vars": {"PYTHONPATH": str(brought / "code")}})
     yield
@@ -140,7 +142,7 @@ def _train_logits(out) -> np.ndarray:
 
 
 @pytest.fixture(scope="module")
-def torch_run(brought, shared_ray, tmp_path_factory):
+def torch_run(brought, ray_with_user_code, tmp_path_factory):
     """The user's own class by import path (code_dir), safetensors weights with a card beside them,
     and a student by import path."""
     from pipeline.__main__ import main
@@ -166,7 +168,7 @@ def test_own_teacher_class_and_student_by_import_path(torch_run):
 
 
 @pytest.mark.parametrize("suffix", ["pt2", "onnx"])
-def test_the_same_network_exported_labels_the_same(brought, torch_run, shared_ray, capsys, tmp_path, suffix):
+def test_the_same_network_exported_labels_the_same(brought, torch_run, ray_with_user_code, capsys, tmp_path, suffix):
     """torch.export and ONNX: no user code needed, and the labels match the module's own."""
     out = tmp_path / suffix
     report, card = _run_here(capsys, out, "--teacher.dataset", str(brought / "images"),
@@ -178,7 +180,7 @@ def test_the_same_network_exported_labels_the_same(brought, torch_run, shared_ra
     assert 0 <= report["agreement"]["heldout"]["top1"] <= 1
 
 
-def test_callable_teacher_on_unlabeled_npz(brought, shared_ray, capsys, tmp_path):
+def test_callable_teacher_on_unlabeled_npz(brought, ray_with_user_code, capsys, tmp_path):
     """A numpy function as the teacher, seed data without labels: agreement is reported, accuracy is not."""
     images = np.random.default_rng(1).integers(0, 256, (40, 8, 8, 3), dtype=np.uint8)
     np.savez(tmp_path / "seed.npz", images=images)
