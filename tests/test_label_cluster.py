@@ -33,19 +33,6 @@ def run_with_teacher(tmp_path, labeled_run, **data):
     return cfg
 
 
-def test_shards_are_labeled_on_both_nodes(tmp_path, labeled_run, cluster):
-    cluster.add_node(num_cpus=2)
-    cluster.add_node(num_cpus=2)
-    ray.init(address=cluster.address)
-    cfg = run_with_teacher(tmp_path, labeled_run, shards=6, samples_per_shard=256)
-    run_label_stage(cfg)
-    manifest = shards.require_manifest(RunPaths(cfg.out).split("train"))
-    assert manifest.complete
-    head = ray.get_runtime_context().get_node_id()
-    nodes = {r.node for r in manifest.records()}
-    assert len(nodes) == 2 and head not in nodes
-
-
 def test_a_node_lost_mid_run_does_not_stop_the_run(tmp_path, labeled_run, cluster):
     keep = cluster.add_node(num_cpus=2)
     lose = cluster.add_node(num_cpus=2)
@@ -77,4 +64,7 @@ def test_a_node_lost_mid_run_does_not_stop_the_run(tmp_path, labeled_run, cluste
     assert 0 < committed_at_loss < cfg.data.shards, "the node was not lost mid-run"
     manifest = shards.require_manifest(split_dir)
     assert manifest.rows == cfg.data.shards * cfg.data.samples_per_shard
-    assert {r.node for r in manifest.records()} >= {keep.node_id}
+    nodes = {r.node for r in manifest.records()}
+    assert nodes >= {keep.node_id}
+    # The head (no CPUs) took no labeling work. That both nodes of a cluster label shards, test_multinode sees.
+    assert ray.get_runtime_context().get_node_id() not in nodes

@@ -13,7 +13,7 @@ import torch
 from safetensors.torch import load_file
 
 from pipeline.run import storage
-from pipeline.__main__ import parse
+from pipeline.__main__ import main, parse
 from pipeline.train.checkpoints import AtomicCheckpointIO, read_checkpoint
 from pipeline.config import result_fields
 from pipeline.errors import UserError
@@ -44,7 +44,7 @@ def epoch_curves(student_dir):
     return sorted(rows)
 
 
-def test_killed_run_resumes_mid_epoch_to_the_weights_of_an_unbroken_run(labeled_run, tmp_path):
+def test_killed_run_resumes_mid_epoch_to_the_weights_of_an_unbroken_run(labeled_run, tmp_path, capsys):
     unbroken = copy_run(labeled_run, tmp_path / "unbroken")
     broken = copy_run(labeled_run, tmp_path / "broken")
     done = cli("train", "--out", unbroken.out, *SETTINGS)
@@ -61,8 +61,10 @@ def test_killed_run_resumes_mid_epoch_to_the_weights_of_an_unbroken_run(labeled_
     assert checkpoint["loops"]["fit_loop"]["state_dict"]["combined_loader"][0]["batches"] == 5
 
     # Without --resume the interrupted run is not silently thrown away.
-    refused = cli("train", "--out", broken.out, *SETTINGS)
-    assert refused.returncode == 1 and "--resume" in refused.stderr and "Traceback" not in refused.stderr
+    # (In this process: the refusal comes before any training.)
+    assert main(["train", "--out", broken.out, *SETTINGS]) == 1
+    refused = capsys.readouterr().err
+    assert "--resume" in refused and "Traceback" not in refused
 
     resumed = cli("train", "--out", broken.out, *SETTINGS, "--resume")
     assert resumed.returncode == 0, resumed.stderr[-3000:]
