@@ -15,6 +15,9 @@ report.json files:
            samples a second, so the full 24 x 4096 takes long on a small machine): held-out p99
            relative L2 error, on --burgers-heldout-shards shards (8 x 1,024 rows: the p99 is then
            the 82nd worst row, not the 20th as with the config's 2 shards).
+The digits lines also count the held-out disagreements by input kind (augmented views, mixups,
+noise). With --digits-twice, a third digits run, uniform with twice the training shards, shows how many
+uniform labels the adaptive run's are worth.
 The last lines are the ratios adaptive / uniform (the issue's bar: at most 0.70 for both).
 """
 
@@ -46,15 +49,50 @@ def pair(root: str, name: str, rounds: int, args: list[str]) -> list[tuple[str, 
     return [("uniform", *run(uniform, args)), ("adaptive", *run(os.path.join(root, f"{name}-adapt"), adaptive))]
 
 
-def digits(root: str, rounds: int, epochs: int, heldout_shards: int, extra: list[str]) -> float:
+def errors_by_kind(out: str) -> str:
+    """The run's held-out disagreements per input kind (how the generator made the input)."""
+    import torch
+
+    from pipeline import shards
+    from pipeline.inputs import space
+    from pipeline.run.rundir import RunPaths
+    from pipeline.shards.schema import KINDS
+    from pipeline.train.student import load_student_dir
+
+    paths = RunPaths(out)
+    student, card, _ = load_student_dir(paths.student_dir)
+    decode = space.decode_module(card.input_space, card.input_shape, card.parameters)
+    split = paths.split("heldout")
+    rows = shards.read_split(split, shards.require_manifest(split), ("input", "logits", "kind"))
+    with torch.inference_mode():
+        wrong = torch.cat([student(decode(rows["input"][i:i + 8192])).argmax(1) != rows["logits"][i:i + 8192].float().argmax(1)
+                           for i in range(0, len(rows["input"]), 8192)])
+    kinds = rows["kind"].long()
+    return ", ".join(f"{name} {int(wrong[kinds == k].sum())}/{int((kinds == k).sum()):,}"
+                     for k, name in enumerate(KINDS) if (kinds == k).any())
+
+
+def digits(root: str, rounds: int, epochs: int, heldout_shards: int, twice: bool, extra: list[str]) -> float:
     rows = {}
     args = ["--train.max_epochs", str(epochs), "--data.heldout_shards", str(heldout_shards), *extra]
-    for name, report, seconds in pair(root, "digits", rounds, args):
+    runs = pair(root, "digits", rounds, args)
+    out_of = {"uniform": os.path.join(root, "digits-uniform"), "adaptive": os.path.join(root, "digits-adapt"),
+              "uniform-2x": os.path.join(root, "digits-uniform-2x")}
+    if twice:
+        from pipeline.__main__ import parse
+
+        shards = parse(["run", "--out", root, *args])[1].data.shards
+        runs.append(("uniform-2x", *run(out_of["uniform-2x"], [*args, "--data.shards", str(2 * shards)])))
+    for name, report, seconds in runs:
         a = report["agreement"]
         rows[name] = 1 - a["heldout"]["top1"]
         print(f"digits {name:8s}: {a['train']['samples']:,} labels, {a['heldout']['samples']:,} held-out rows, "
               f"held-out top-1 agreement {a['heldout']['top1']:.4f} "
               f"(disagreement {rows[name]:.4f}), train {a['train']['top1']:.4f}, {seconds:.0f} s", flush=True)
+        print(f"  held-out disagreements by input kind: {errors_by_kind(out_of[name])}", flush=True)
+    if twice:
+        print(f"adaptive / uniform at twice the labels, digits held-out disagreement: "
+              f"{rows['adaptive'] / rows['uniform-2x']:.3f}", flush=True)
     return rows["adaptive"] / rows["uniform"]
 
 
@@ -80,6 +118,8 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--digits-epochs", type=int, default=200,
                         help="Training epochs of both digits runs: rows near the boundaries take longer to memorise.")
+    parser.add_argument("--digits-twice", action="store_true",
+                        help="Also a uniform digits run with twice the training shards: what the adaptive run's labels are worth.")
     parser.add_argument("--heldout-shards", type=int, default=16,
                         help="Held-out shards of both digits runs (4,096 rows each): the precision of the comparison.")
     parser.add_argument("--burgers-shards", type=int, default=6, help="Training shards of the Burgers runs.")
@@ -91,7 +131,7 @@ def main() -> None:
     ratios = {}
     if args.only in (None, "digits"):
         ratios["digits held-out disagreement"] = digits(root, args.rounds, args.digits_epochs, args.heldout_shards,
-                                                            args.extra)
+                                                            args.digits_twice, args.extra)
     if args.only in (None, "burgers"):
         ratios["burgers held-out p99 relative L2"] = burgers(root, args.rounds, args.burgers_shards,
                                                              args.burgers_samples, args.burgers_heldout_shards, args.extra)

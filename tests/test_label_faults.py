@@ -1,4 +1,4 @@
-"""Labeling under faults, each injected deterministically (pipeline/label/faults.py), through the CLI."""
+"""Labeling under faults, each injected deterministically (pipeline/label/faults.py), mostly through the CLI."""
 
 import dataclasses
 import os
@@ -7,12 +7,13 @@ import shutil
 import pytest
 import torch
 
-from pipeline.run import rundir
 from pipeline import shards
+from pipeline.__main__ import main
 from pipeline.inputs.images import generate_inputs, shard_seed
 from pipeline.inputs.seeds import load_seed_dataset
 from pipeline.label.pool import LabelerPool
 from pipeline.label.stage import run_label_stage
+from pipeline.run import rundir
 from pipeline.run.lock import output_lock
 from pipeline.run.rundir import RunPaths
 from pipeline.teach.stage import run_teacher_stage
@@ -81,24 +82,24 @@ def test_a_second_run_on_the_same_output_stops_at_once(tmp_path, labeled_run):
     assert shards.load_manifest(RunPaths(cfg.out).split("train")) is None
 
 
-def test_verify_lists_every_bad_or_missing_shard(tmp_path, labeled_run):
+def test_verify_lists_every_bad_or_missing_shard(tmp_path, labeled_run, capsys):
+    """In this process: what is checked is the command's output and exit code, not the process."""
     out = tmp_path / "run"
     shutil.copytree(labeled_run.out, out)
-    proc = cli("verify", str(out))
-    assert proc.returncode == 0 and "all match" in proc.stdout
+    assert main(["verify", str(out)]) == 0 and "all match" in capsys.readouterr().out
     train = out / "shards" / "train"
     (train / "train-00000.parquet").write_bytes((train / "train-00000.parquet").read_bytes()[:-7])
     (train / "train-00002.parquet").unlink()
-    proc = cli("verify", str(out))
-    assert proc.returncode == 1
-    bad = [line for line in proc.stdout.splitlines() if line.startswith("BAD")]
+    assert main(["verify", str(out)]) == 1
+    bad = [line for line in capsys.readouterr().out.splitlines() if line.startswith("BAD")]
     assert len(bad) == 2
     assert any("train-00000.parquet" in line and "truncated" in line for line in bad)
     assert any("train-00002.parquet is missing" in line for line in bad)
     # Training refuses to read a bad shard, with a sentence naming it.
-    proc = cli("train", "--out", str(out))
-    assert proc.returncode == 1 and "Traceback" not in proc.stderr
-    last = proc.stderr.strip().splitlines()[-1]
+    assert main(["train", "--out", str(out)]) == 1
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    last = err.strip().splitlines()[-1]
     assert last.startswith("error: Shard") and ("train-00000.parquet" in last or "train-00002.parquet" in last)
 
 
