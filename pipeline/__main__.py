@@ -162,12 +162,16 @@ def output_options(argv: list[str]) -> tuple[str, bool]:
     return (log_format if log_format in output.MODES[:2] else "text"), "--quiet" in argv
 
 
-def build_parser() -> ArgumentParser:
-    # The docstring under each config field becomes its --help text.
-    set_parsing_settings(docstring_parse_attribute_docstrings=True)
+def build_parser(only: str | None = None, help_texts: bool = True) -> ArgumentParser:
+    """The command line's parser: every command, or only the command `only`, all that parsing one of
+    its command lines needs. With `help_texts`, the docstring under each config field becomes its
+    --help text; reading them all takes a second or more, which parse() spends only on --help."""
+    set_parsing_settings(docstring_parse_attribute_docstrings=help_texts)
     parser = ArgumentParser(prog="python -m pipeline", description=__doc__.split("\n\n")[0], exit_on_error=False)
     subcommands = parser.add_subcommands(dest="stage")
     for name, (_, help_text) in STAGES.items():
+        if only not in (None, name):
+            continue
         sub = ArgumentParser(description=help_text, exit_on_error=False)
         if name in ("eval", "verify", "sweep"):
             sub.add_argument("dir", nargs="?", default=None, help="Output directory of the run (same as --out).")
@@ -190,6 +194,8 @@ def build_parser() -> ArgumentParser:
         sub.add_class_arguments(Config, as_group=False)
         subcommands.add_subcommand(name, sub, help=help_text)
     for name, help_text in registry_cli.COMMANDS.items():  # promote, rollback: a registry, not a run's config
+        if only not in (None, name):
+            continue
         sub = ArgumentParser(description=help_text, exit_on_error=False)
         registry_cli.add_arguments(sub, name)
         add_output_arguments(sub)
@@ -218,7 +224,8 @@ def _to_config(parser: ArgumentParser, ns) -> Config:
 
 def parse(argv: list[str]) -> tuple[str, Config]:
     check_config_options(argv)
-    parser = build_parser()
+    command = argv[0] if argv and (argv[0] in STAGES or argv[0] in registry_cli.COMMANDS) else None
+    parser = build_parser(command, help_texts=any(arg in ("-h", "--help") for arg in argv))
     ns = parser.parse_args(argv)
     if ns.stage in registry_cli.COMMANDS:
         return ns.stage, registry_cli.to_config(ns.stage, ns[ns.stage])

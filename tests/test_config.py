@@ -53,6 +53,15 @@ def test_bad_config_is_one_line_and_exit_2(argv, needle, capsys, tmp_path):
     assert not (tmp_path / "out").exists()
 
 
+def test_help_shows_the_docstring_under_each_config_field(capsys):
+    # Parsing reads the docstrings only for --help (they take a second or more): check they are there.
+    with pytest.raises(SystemExit) as done:
+        main(["train", "--help"])
+    assert done.value.code == 0
+    text = " ".join(capsys.readouterr().out.split())
+    assert "--train.margin_weight" in text and "weight of a hinge added to the loss" in text
+
+
 def test_unknown_key_in_a_yaml_file_is_rejected(tmp_path, capsys):
     config = tmp_path / "bad.yaml"
     config.write_text("train:\n  max_epochs: 3\n  dropout: 0.5\n")

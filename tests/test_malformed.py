@@ -326,8 +326,7 @@ def finished(finished_run) -> str:
 
 @pytest.fixture(scope="module")
 def one_parser():
-    """One parser for the module's many in-process runs: building it reads every config docstring
-    (a second or two), and parsing does not change it."""
+    """One parser per command for the module's many in-process runs: parsing does not change it."""
     import functools
 
     from pipeline import __main__ as entry
