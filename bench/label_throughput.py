@@ -39,7 +39,8 @@ from pipeline.inputs.seeds import BUILT_IN, SeedData  # noqa: E402
 from pipeline.label.stage import run_label_stage  # noqa: E402
 from pipeline.run import rundir  # noqa: E402
 from pipeline.teach.load import load_teacher  # noqa: E402
-from pipeline.teach.stage import load_seed, run_teacher_stage  # noqa: E402
+from pipeline.inputs.seeds import load_seed  # noqa: E402
+from pipeline.teach.stage import run_teacher_stage  # noqa: E402
 from teachers import TEACHERS, count_parameters, weights_to_bytes  # noqa: E402
 
 TEACHERS_UNDER_TEST = {

@@ -21,7 +21,7 @@ from pipeline.run import rundir
 from pipeline.__main__ import parse
 from pipeline.train.trainer import build_module
 from pipeline.teach.load import load_teacher
-from pipeline.teach.stage import load_seed
+from pipeline.inputs.seeds import load_seed
 from pipeline.inputs.images import generate_inputs, shard_seed, decode_numpy
 from students.module import make_optimizer, make_schedule
 p = argparse.ArgumentParser()

@@ -29,7 +29,6 @@ from pipeline.config import Config
 from pipeline.config_file import check_config_options, read_mapping
 from pipeline.errors import EXIT_CONFIG_ERROR, EXIT_GATE_FAILED, EXIT_OK, EXIT_USER_ERROR, UserError
 from pipeline.run.lock import output_lock
-from pipeline.evaluate.report import gate_line, terminal_summary
 from pipeline.promote import cli as registry_cli
 
 
@@ -77,6 +76,8 @@ def _eval(cfg: Config) -> int:
 
 
 def _summary(cfg: Config, report) -> int:
+    from pipeline.evaluate.report import gate_line, terminal_summary
+
     output.result(terminal_summary(report))
     output.result(f"report: {rundir.RunPaths(cfg.out).report_json} (and report.md, report.html)")
     if report.gate_passed is False:
@@ -86,18 +87,21 @@ def _summary(cfg: Config, report) -> int:
 
 
 def _sweep(cfg: Config) -> None:
-    from pipeline.evaluate.report import sweep_table, text_table
     from pipeline.sweep.stage import run_sweep
+    from pipeline.tasks import get_task
+    from pipeline.tasks.report_format import text_table
+
+    section, quantile = get_task(cfg.task.kind).render(), cfg.eval.rel_error_quantile
 
     def on_done(trial: dict, done: int, total: int) -> None:
         action = "trained" if trial["trained"] else "reused"
         output.result(f"[{done}/{total}] {trial['name']} {action}: {trial['params']:,} params, "
-                      f"held-out top-1 agreement {trial['agreement']['heldout']:.4f}")
+                      f"{section.trial_line(trial, quantile)}")
 
     sweep = run_sweep(cfg, on_done)
-    output.result(text_table(sweep_table(sweep)))
+    output.result(text_table(section.sweep_table(sweep)))
     smallest = sweep["smallest"]
-    output.result(f"smallest student reaching held-out agreement {sweep['target']}: "
+    output.result(f"smallest student {section.sweep_result_line(sweep)}: "
           + (f"{smallest['name']} ({smallest['params']:,} params)" if smallest else "none; try wider students"))
     output.result(f"sweep: {rundir.RunPaths(cfg.out).sweep_json} (and sweep.png)")
 
@@ -175,7 +179,7 @@ def build_parser(only: str | None = None, help_texts: bool = True) -> ArgumentPa
         sub = ArgumentParser(description=help_text, exit_on_error=False)
         if name in ("eval", "verify", "sweep"):
             sub.add_argument("dir", nargs="?", default=None, help="Output directory of the run (same as --out).")
-        if name in ("eval", "run"):
+        if name in ("eval", "run", "sweep"):
             sub.add_argument("--min-agreement", type=Optional[float], default=None,
                              help="Exit with code 3 if held-out top-1 agreement is below this (eval.min_agreement).")
             sub.add_argument("--max-rel-error", type=Optional[float], default=None,
@@ -219,7 +223,9 @@ def _to_config(parser: ArgumentParser, ns) -> Config:
         cfg.train = dataclasses.replace(cfg.train, resume=True)
     if getattr(stage_ns, "repair", False):
         cfg.label = dataclasses.replace(cfg.label, repair=True)
-    return cfg
+    from pipeline.kinds import check_kinds  # here: the kinds import torch, which --help never needs
+
+    return check_kinds(cfg)
 
 
 def parse(argv: list[str]) -> tuple[str, Config]:

@@ -101,10 +101,6 @@ class ParameterConfig:
     """Sample (and scale for the student) on a log scale: for ranges over orders of magnitude."""
 
 
-SPACES = ("images", "vectors")
-SAMPLERS = ("sobol", "lhs", "grid")
-
-
 @dataclass
 class DataConfig:
     """What the generator makes. Images (the default): augmented views of the seed training images
@@ -113,7 +109,7 @@ class DataConfig:
     Each shard's inputs are a pure function of (these fields, seed, shard index)."""
 
     space: str = "images"
-    """images, or vectors (points of the box `parameters`)."""
+    """images, or vectors (points of the box `parameters`): an input space registered in pipeline.inputs."""
     parameters: list[ParameterConfig] = field(default_factory=list)
     """Vectors: the named parameters, in the order the teacher takes them, e.g.
     [{name: nu, low: 0.05, high: 0.3, log: true}, ...]."""
@@ -152,21 +148,8 @@ class DataConfig:
     """Std of Gaussian pixel noise, as a fraction of full intensity."""
 
     def __post_init__(self) -> None:
-        _check(self.space in SPACES, f"data.space must be one of {', '.join(SPACES)}, got {self.space!r}.")
-        _check(self.sampler in SAMPLERS, f"data.sampler must be one of {', '.join(SAMPLERS)}, got {self.sampler!r}.")
-        if self.space == "vectors":
-            _check(len(self.parameters) >= 1, "data.space vectors needs data.parameters: a list of {name, low, high}.")
-            names = [p.name for p in self.parameters]
-            _check(len(set(names)) == len(names), f"data.parameters names must differ, got {names}.")
-            for p in self.parameters:
-                _check(p.low < p.high, f"data.parameters {p.name}: low must be below high, got low {p.low} and high {p.high}.")
-                _check(not p.log or p.low > 0, f"data.parameters {p.name}: a log-scale range must be positive, got low {p.low}.")
-            if self.sampler == "grid":
-                _check(self.grid_points >= 2, f"data.grid_points must be at least 2 for sampler grid, got {self.grid_points}.")
-                size = self.grid_points ** len(self.parameters)
-                _check(self.shards * self.samples_per_shard >= size,
-                       f"data.shards x data.samples_per_shard ({self.shards * self.samples_per_shard}) must cover the "
-                       f"grid's {size} points.")
+        # Whether the options fit the space (parameters, sampler, grid) is the space's to check
+        # (pipeline.kinds.check_kinds).
         for key in ("shards", "samples_per_shard", "row_group_size"):
             _check(getattr(self, key) >= 1, f"data.{key} must be at least 1, got {getattr(self, key)}.")
         _check(self.heldout_shards >= 0, f"data.heldout_shards must be at least 0, got {self.heldout_shards}.")
@@ -294,7 +277,8 @@ class TrainConfig:
     """MiB of training and held-out data this machine may hold in memory, for all its ranks
     together. Splits that fit are read once into tensors (onto the GPU when training there);
     larger ones stream from the shards with flat memory. Same batches either way. None: a quarter
-    of the machine's memory."""
+    of the machine's memory (its container's memory limit where that is lower). Each training
+    process on the machine (DDP rank, Ray Train worker) gets an equal share."""
     val_every_epochs: int = field(default=5, metadata=EXECUTION_ONLY)
     """Epochs between passes over the held-out shards during training (and always after the
     last). Informative only: nothing stops or is chosen on it, and the eval stage measures the
@@ -395,7 +379,6 @@ class SweepConfig:
         _check(self.gpus_per_trial >= 0, f"sweep.gpus_per_trial must not be negative, got {self.gpus_per_trial}.")
 
 
-CLASSIFICATION_ROUND_EPOCHS = 30  # adapt.round_epochs when unset, for classification
 
 
 @dataclass
@@ -466,9 +449,6 @@ class AdaptConfig:
         return [first] + [base + (1 if r < extra else 0) for r in range(self.rounds)]
 
 
-TASKS = ("classification", "regression")
-
-
 @dataclass
 class TaskConfig:
     """What a target is and how closeness is measured."""
@@ -482,7 +462,6 @@ class TaskConfig:
     `agreement` and the report's fraction within tolerance)."""
 
     def __post_init__(self) -> None:
-        _check(self.kind in TASKS, f"task.kind must be one of {', '.join(TASKS)}, got {self.kind!r}.")
         _check(self.tolerance > 0, f"task.tolerance must be positive, got {self.tolerance}.")
 
 
@@ -511,27 +490,10 @@ class Config:
     """Left out of the run's fingerprint whole: sweeping a finished run never makes it a different run."""
 
     def __post_init__(self) -> None:
-        regression = self.task.kind == "regression"
-        _check(self.label.top_k is None or self.train.loss in ("kl", "auto"),
-               f"train.loss {self.train.loss} needs every logit, but label.top_k stores only the top k: use train.loss kl.")
-        _check(not regression or self.train.loss in ("auto", "mse", "relative"),
-               f"train.loss {self.train.loss} is for classification; task.kind regression takes mse or relative.")
-        _check(regression or self.train.loss != "relative",
-               "train.loss relative is for task.kind regression; classification takes kl or mse.")
-        _check(not regression or self.label.top_k is None, "label.top_k is for classification logits, not regression.")
-        _check(self.data.space != "vectors" or self.teacher.kind != "auto" or self.teacher.checkpoint is not None,
-               "data.space vectors has no seed data to train a teacher on: give teacher.kind callable (a simulator) "
-               "or teacher.checkpoint.")
+        # Options that depend on the task or the input space are checked by them (pipeline.kinds).
         _check(self.data.shards >= self.adapt.rounds + 1,
                f"adapt.rounds {self.adapt.rounds} needs at least {self.adapt.rounds + 1} training shards "
                f"(one a round), got data.shards {self.data.shards}.")
-
-    @property
-    def loss(self) -> str:
-        """train.loss with auto resolved for the task."""
-        if self.train.loss != "auto":
-            return self.train.loss
-        return "mse" if self.task.kind == "regression" else "kl"
 
     @property
     def margin_weight(self) -> float:
@@ -539,14 +501,6 @@ class Config:
         if self.train.margin_weight is not None:
             return self.train.margin_weight
         return 1.0 if self.adapt.rounds else 0.0
-
-    @property
-    def round_epochs(self) -> int:
-        """Training epochs of an adaptive round's student before the last, adapt.round_epochs resolved."""
-        epochs = self.adapt.round_epochs
-        if epochs is None:
-            epochs = self.train.max_epochs if self.task.kind == "regression" else CLASSIFICATION_ROUND_EPOCHS
-        return min(epochs, self.train.max_epochs)
 
 
 def result_fields(obj: Any) -> dict:

@@ -1,12 +1,15 @@
 """The distillation LightningModule: a student learns the teacher's soft outputs.
 
-Batches are dicts from the shard reader: "input" as stored (for images uint8 [B, C*H*W]) and
-"logits" float16 [B, K] (the teacher's raw logits). `decode`, a module the input space provides,
-turns stored inputs into the student's float inputs where the student runs (after the transfer,
-so only the stored bytes cross to the GPU); this module assumes nothing about them.
+Batches are dicts from the shard reader: "input" as stored (for images uint8 [B, C*H*W]) and the
+teacher's targets (a classifier's "logits", a simulator's "targets", ...). `decode`, a module the
+input space provides, turns stored inputs into the student's float inputs where the student runs
+(after the transfer, so only the stored bytes cross to the GPU); `objective`, a module the task
+provides, turns the student's outputs and the batch into (loss, rows agreeing). This module
+assumes nothing about either.
 
 Deliberate overfitting: the optimizer has no weight decay and the student no dropout. The logged
-`train/agreement` (top-1, over the epoch, synced across ranks) is what the stopping rule watches.
+`train/agreement` (the objective's share of agreeing rows over the epoch, synced across ranks) and
+`train/loss` are what the stopping rule watches.
 """
 
 from __future__ import annotations
@@ -15,41 +18,27 @@ import lightning as L
 import torch
 import torch.nn as nn
 
-from students.losses import LOSSES, REGRESSION_LOSSES, relative_error, top1_margin_hinge
-from students.scale import OutputScale
 
 SCHEDULES = ("onecycle", "cosine", "constant")
 PROGRESS_EVERY_CALLS = 4  # training_step calls between the loss values the progress bar shows
 
 
 class DistillationModule(L.LightningModule):
-    def __init__(self, student: nn.Module, decode: nn.Module, num_classes: int, lr: float = 5e-3,
-                 temperature: float = 1.0, loss: str = "kl", schedule: str = "onecycle",
-                 steps_per_epoch: int | None = None, target_scale: OutputScale | None = None,
-                 tolerance: float = 0.01, margin_weight: float = 0.0):
-        """`steps_per_epoch` sizes the schedule; None asks the trainer (which means reading the data
-        once more before training starts).
-
-        With `target_scale` the targets are regression values (batch "targets", float32, physical
-        units): the student predicts them standardised by it, `loss` is mse (on standardised values)
-        or relative, and a row agrees when its relative L2 error is at most `tolerance`. Without,
-        they are a classifier's logits (batch "logits") and a row agrees when the top classes match;
-        `margin_weight` then adds that multiple of students.losses.top1_margin_hinge to the loss."""
+    def __init__(self, student: nn.Module, decode: nn.Module, objective: nn.Module, lr: float = 5e-3,
+                 schedule: str = "onecycle", steps_per_epoch: int | None = None):
+        """`objective(student_outputs, batch)` gives (loss, rows of the batch agreeing with the teacher):
+        the task's (pipeline.tasks), e.g. KL to a classifier's logits, or MSE on a simulator's
+        standardised outputs. `steps_per_epoch` sizes the schedule; None asks the trainer (which
+        means reading the data once more before training starts)."""
         super().__init__()
-        self.regression = target_scale is not None
-        losses = REGRESSION_LOSSES if self.regression else LOSSES
-        if loss not in losses:
-            raise ValueError(f"unknown loss {loss!r}; expected one of: {', '.join(losses)}")
         if schedule not in SCHEDULES:
             raise ValueError(f"unknown schedule {schedule!r}; expected one of: {', '.join(SCHEDULES)}")
         self.student = student
         self.decode = decode
-        self.lr, self.temperature, self.schedule = lr, temperature, schedule
+        self.objective = objective
+        self.lr, self.schedule = lr, schedule
         self.steps_per_epoch = steps_per_epoch
-        self.loss_fn = losses[loss]
-        self.margin_weight = margin_weight
-        self.target_scale, self.tolerance = target_scale, tolerance
-        self.save_hyperparameters(ignore=["student", "decode", "target_scale"])
+        self.save_hyperparameters(ignore=["student", "decode", "objective"])
         self.automatic_optimization = False  # training_step takes its own steps, see there
         # Epoch sums kept as plain tensors: [rows agreeing, loss * rows, rows]. One in-place add a
         # step; reduced over ranks and logged once an epoch. (Logging metric objects every step
@@ -61,22 +50,9 @@ class DistillationModule(L.LightningModule):
     def forward(self, inputs: torch.Tensor) -> torch.Tensor:
         return self.student(self.decode(inputs))
 
-    def _shared_step(self, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
+    def loss_and_agreement(self, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
         """The loss, and the number of rows of the batch whose student output agrees with the teacher's."""
-        student = self(batch["input"])
-        if self.regression:
-            target = batch["targets"].float()
-            loss = self.loss_fn(student, target, self.target_scale)
-            with torch.no_grad():
-                agree = (relative_error(self.target_scale(student.detach()), target) <= self.tolerance).sum()
-            return loss, agree
-        teacher = batch["logits"].float()
-        loss = self.loss_fn(student, teacher, self.temperature)
-        if self.margin_weight:
-            loss = loss + self.margin_weight * top1_margin_hinge(student, teacher)
-        with torch.no_grad():
-            agree = (student.detach().argmax(1) == teacher.argmax(1)).sum()
-        return loss, agree
+        return self.objective(self(batch["input"]), batch)
 
     @staticmethod
     def _accumulate(sums: torch.Tensor, loss: torch.Tensor, agree: torch.Tensor, rows: int) -> torch.Tensor:
@@ -92,7 +68,7 @@ class DistillationModule(L.LightningModule):
         exactly those of one call per batch."""
         optimizer, schedule = self.optimizers(), self.lr_schedulers()
         for batch in batches if isinstance(batches, list) else [batches]:
-            loss, agree = self._shared_step(batch)
+            loss, agree = self.loss_and_agreement(batch)
             optimizer.zero_grad(set_to_none=True)
             self.manual_backward(loss)
             optimizer.step()
@@ -138,7 +114,7 @@ class DistillationModule(L.LightningModule):
         self.val_sums = torch.zeros(3, dtype=torch.float64, device=self.device)
 
     def validation_step(self, batch: dict, batch_idx: int) -> None:
-        loss, agree = self._shared_step(batch)
+        loss, agree = self.loss_and_agreement(batch)
         self.val_sums = self._accumulate(self.val_sums, loss, agree, len(batch["input"]))
 
     def on_validation_epoch_end(self) -> None:

@@ -18,7 +18,8 @@ from pipeline.inputs import space
 from pipeline.inputs.images import generate_inputs, shard_seed
 from pipeline.label.stage import run_label_stage
 from pipeline.run import rundir
-from pipeline.teach.stage import load_seed, run_teacher_stage
+from pipeline.inputs.seeds import load_seed
+from pipeline.teach.stage import run_teacher_stage
 from pipeline.train.faults import TRAIN_FAULT
 from pipeline.train.student import load_student_dir, student_from
 from tests.conftest import tiny_config

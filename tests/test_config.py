@@ -4,6 +4,7 @@ import os
 import pytest
 
 from pipeline.__main__ import main, parse
+from pipeline.adapt.loop import round_epochs
 from pipeline.config import Config, TrainConfig, fingerprint, result_fields
 from pipeline.errors import EXIT_CONFIG_ERROR, ConfigError
 
@@ -85,8 +86,8 @@ def test_round_students_train_30_epochs_for_classification_and_all_of_them_for_r
     from pipeline.config import AdaptConfig, Config, TaskConfig, TrainConfig
 
     train = TrainConfig(max_epochs=150)
-    assert Config(out="x", train=train).round_epochs == 30
-    assert Config(out="x", train=train, task=TaskConfig(kind="regression")).round_epochs == 150
-    assert Config(out="x", train=train, adapt=AdaptConfig(round_epochs=200)).round_epochs == 150
-    assert Config(out="x", train=train, task=TaskConfig(kind="regression"),
-                  adapt=AdaptConfig(round_epochs=10)).round_epochs == 10
+    assert round_epochs(Config(out="x", train=train)) == 30
+    assert round_epochs(Config(out="x", train=train, task=TaskConfig(kind="regression"))) == 150
+    assert round_epochs(Config(out="x", train=train, adapt=AdaptConfig(round_epochs=200))) == 150
+    assert round_epochs(Config(out="x", train=train, task=TaskConfig(kind="regression"),
+                               adapt=AdaptConfig(round_epochs=10))) == 10

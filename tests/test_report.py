@@ -19,11 +19,11 @@ from pipeline import shards
 from pipeline.evaluate.render import markdown, write_report
 from pipeline.evaluate.report import Report, terminal_summary
 from pipeline.evaluate.stage import run_eval_stage
-from pipeline.evaluate.worst import GALLERY_SIZE, decode_input
+from pipeline.tasks.worst import GALLERY_SIZE, decode_input
 from pipeline.inputs.images import decode_numpy
 from pipeline.run.rundir import RunPaths
 from pipeline.teach.load import load_teacher
-from pipeline.teach.stage import load_seed
+from pipeline.inputs.seeds import load_seed
 from teachers import accuracy
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"

@@ -5,7 +5,7 @@ import torch
 
 from pipeline import shards
 from pipeline.evaluate.stage import evaluate_shards
-from pipeline.evaluate.worst import WorstRows, row_kl
+from pipeline.tasks.worst import WorstRows, row_kl
 from pipeline.run.rundir import RunPaths
 from pipeline.train.student import build_student
 

@@ -18,7 +18,7 @@ import numpy as np
 import ray
 import torch
 
-from pipeline.adapt.propose import LEAST_SURE, PROPOSAL_KINDS, Proposal
+from pipeline.inputs.proposals import LEAST_SURE, PROPOSAL_KINDS, Proposal
 from pipeline.config import DataConfig
 from pipeline.inputs import space
 from pipeline.inputs.images import generate_inputs, shard_seed

@@ -3,7 +3,7 @@
     round 0   the label stage labels adapt.round_shards(data.shards)[0] training shards uniformly
               (and the held-out shards, which stay uniform); a student trains on them
     round r   score every labeled training row with round r-1's student (pipeline.adapt.score),
-              propose inputs around the worst (pipeline.adapt.propose), store the proposal, label it
+              propose inputs around the worst (pipeline.inputs.proposals), store the proposal, label it
               with the teacher as round r's shards, train a student on every round's shards
 
 Round r's shards are training shards like any others, in the same split and manifest: indices
@@ -37,20 +37,19 @@ import ray
 
 from pipeline import shards
 from pipeline.adapt.candidates import least_sure
-from pipeline.adapt.propose import PROPOSAL_KINDS, Proposal, propose_images, propose_vectors
+from pipeline.inputs.proposals import PROPOSAL_KINDS, Proposal
 from pipeline.adapt.score import score_split
 from pipeline.config import Config
 from pipeline.evaluate.stage import evaluate_split
-from pipeline.inputs import vectors
+from pipeline.inputs import get_space
 from pipeline.label.actor import ShardJob
 from pipeline.label.pool import LabelerPool
-from pipeline.label.stage import _label_split, generator_hash
+from pipeline.label.stage import generator_hash, label_split
 from pipeline.run import output, rundir, storage
 from pipeline.run.ray_session import ray_session
 from pipeline.shards.manifest import sha256_of
-from pipeline.tasks.task import REGRESSION
+from pipeline.tasks import get_task
 from pipeline.teach.load import read_card
-from pipeline.teach.stage import load_seed
 from pipeline.train import checkpoints
 from pipeline.train.stage import fit_student, run_train_stage
 from pipeline.train.student import load_student_dir
@@ -83,11 +82,18 @@ def read_rounds(out: str) -> list[dict]:
     return storage.read_json(path)["rounds"] if storage.exists(path) else []
 
 
-def summary(metrics: dict) -> dict:
-    """The figures a round is judged by: top-1 agreement, or relative L2 error quantiles."""
-    if "rel_l2" in metrics:
-        return {"samples": metrics["samples"], **{k: metrics["rel_l2"][k] for k in ("median", "p95", "p99", "max")}}
-    return {"samples": metrics["samples"], "top1": metrics["top1"], "kl": metrics["kl"]}
+def round_epochs(cfg: Config) -> int:
+    """Training epochs of an adaptive round's student before the last: adapt.round_epochs, or the
+    task's choice when unset; never more than train.max_epochs."""
+    epochs = cfg.adapt.round_epochs
+    if epochs is None:
+        epochs = get_task(cfg.task.kind).round_epochs(cfg)
+    return min(epochs, cfg.train.max_epochs)
+
+
+def summary(metrics: dict, task: str) -> dict:
+    """The figures a round is judged by (the task's: top-1 agreement, relative L2 error quantiles, ...)."""
+    return get_task(task).round_figure(metrics)
 
 
 def _save_proposal(path: str, proposal: Proposal) -> str:
@@ -108,9 +114,10 @@ def _propose(cfg: Config, paths: rundir.RunPaths, round_: int, count: int, previ
              seed_images: np.ndarray | None) -> Proposal:
     """Round `round_`'s `count` inputs: for images, adapt.least_sure_share of them the generated
     inputs the `previous` student is least sure of; the rest around its worst training rows."""
-    images = cfg.data.space != vectors.NAME
+    space, task = get_space(cfg.data.space), get_task(cfg.task.kind)
     parts = []
-    sure = round(count * cfg.adapt.least_sure_share) if images and cfg.task.kind != REGRESSION else 0
+    ranks = space.ranks_generated_inputs and task.ranks_by_margin
+    sure = round(count * cfg.adapt.least_sure_share) if ranks else 0
     if sure:
         _, card, weights = load_student_dir(previous)
         parts.append(least_sure(card, weights, seed_images, cfg.data, round_, sure, cfg.adapt.pool))
@@ -119,12 +126,8 @@ def _propose(cfg: Config, paths: rundir.RunPaths, round_: int, count: int, previ
         scored = score_split(previous, paths.split("train"), cfg.eval.batch_size)
         n = max(1, -(-around // cfg.adapt.proposals_per_row))
         seed = int(np.random.SeedSequence([cfg.data.seed, round_, 0xADA]).generate_state(1)[0])
-        if images:
-            parts.append(propose_images(scored.inputs[:n], scored.sample_ids[:n], scored.rows["teacher_class"][:n],
-                                        around, cfg.adapt, cfg.data, round_, seed))
-        else:
-            parts.append(propose_vectors(scored.inputs[:n], scored.sample_ids[:n], around, cfg.adapt,
-                                         vectors.box_of(cfg.data.parameters), round_, seed))
+        parts.append(space.propose_around(cfg, scored.inputs[:n], scored.sample_ids[:n],
+                                          scored.rows["teacher_class"][:n], around, round_, seed))
     return Proposal.concat(parts)
 
 
@@ -158,7 +161,7 @@ def _label_round(cfg: Config, paths: rundir.RunPaths, round_: int, bounds: list[
 
         labelers = functools.cache(lambda: LabelerPool(cfg, paths, card, cfg.data.space))
         try:
-            _label_split(cfg, paths, "train", bounds[round_], cfg.data.seed, card, generate, labelers, gen_hash, {})
+            label_split(cfg, paths, "train", bounds[round_], cfg.data.seed, card, generate, labelers, gen_hash, {})
         finally:
             if labelers.cache_info().currsize:
                 labelers().shutdown()
@@ -175,7 +178,7 @@ def _train_round(cfg: Config, paths: rundir.RunPaths, round_: int, last: bool) -
     """Train (or reuse, or continue) round `round_`'s student; returns its directory."""
     where = student_dir(paths, round_, last)
     resume = storage.exists(checkpoints.last_checkpoint(where))
-    epochs = cfg.train.max_epochs if last else cfg.round_epochs
+    epochs = cfg.train.max_epochs if last else round_epochs(cfg)
     train = dataclasses.replace(cfg.train, max_epochs=epochs, resume=resume)
     round_cfg = dataclasses.replace(cfg, train=train)
     if last:
@@ -188,7 +191,7 @@ def _train_round(cfg: Config, paths: rundir.RunPaths, round_: int, last: bool) -
 def _figures(cfg: Config, paths: rundir.RunPaths, round_: int, where: str) -> dict:
     student, card, weights = load_student_dir(where)
     values = {s: summary(evaluate_split(student, card, weights, paths.split(s), cfg.eval.batch_size,
-                                        tolerance=cfg.task.tolerance).compute()) for s in rundir.SPLITS}
+                                        tolerance=cfg.task.tolerance).compute(), card.task) for s in rundir.SPLITS}
     manifest = shards.require_manifest(paths.split("train"))
     return {"round": round_, "shards": len(manifest.shards), "labels": manifest.rows, **values}
 
@@ -218,11 +221,8 @@ def _uniform(compare: str | None) -> dict | None:
     if not compare or not storage.exists(rundir.RunPaths(compare).report_json):
         return None
     report = storage.read_json(rundir.RunPaths(compare).report_json)
-    if report.get("task") == REGRESSION:
-        values = {s: summary(report["regression"][s]) for s in rundir.SPLITS}
-    else:
-        values = {s: {"samples": v["samples"], "top1": v["top1"], "kl": v["kl"]}
-                  for s, v in report["agreement"].items() if s in rundir.SPLITS}
+    task = get_task(report.get("task", "classification"))
+    values = {s: summary(report[task.metrics_section][s], task.name) for s in rundir.SPLITS}
     return {"run": compare, "labels": values["train"]["samples"], **values}
 
 
@@ -239,7 +239,7 @@ def run_adapt(cfg: Config) -> AdaptResult:
     plan = cfg.adapt.round_shards(cfg.data.shards)
     bounds = np.cumsum(plan).tolist()
     card = read_card(paths)
-    seed_images = None if cfg.data.space == vectors.NAME else load_seed(cfg).train_images  # read once, for every round
+    seed_images = get_space(cfg.data.space).seed_images(cfg)  # read once, for every round
     gen_hash = generator_hash(cfg, seed_images)
     history = {r["round"]: r for r in read_rounds(cfg.out)}
     with ray_session(cfg.address, cfg.code_dir):
@@ -256,14 +256,10 @@ def run_adapt(cfg: Config) -> AdaptResult:
             if r not in history:
                 history[r] = _figures(cfg, paths, r, where)
                 _write_rounds(cfg, paths, history)
-            output.result(round_line(history[r]))
+            output.result(round_line(history[r], cfg.task.kind))
     return AdaptResult([history[k] for k in sorted(history)])
 
 
-def round_line(entry: dict) -> str:
-    h, t = entry["heldout"], entry["train"]
-    if "top1" in h:
-        figures = f"held-out top-1 agreement {h['top1']:.4f}, train {t['top1']:.4f}"
-    else:
-        figures = f"held-out relative L2 p99 {h['p99']:.3g} (median {h['median']:.3g}), train p99 {t['p99']:.3g}"
+def round_line(entry: dict, task: str) -> str:
+    figures = get_task(task).round_line(entry["heldout"], entry["train"])
     return f"adapt round {entry['round']}: {entry['labels']:,} labels in {entry['shards']} shards; {figures}"

@@ -4,7 +4,7 @@ The scan is the eval stage's (pipeline.evaluate.stage.evaluate_split): every com
 once, shards dealt whole to Ray tasks whose parts merge. `RowScores` rides along as its row keeper
 and records one score per row, with the row's place (shard index, row in shard):
 - classification: whether the student's top class differs from the teacher's, and the per-row
-  KL(teacher || student) (pipeline.evaluate.worst.row_kl);
+  KL(teacher || student) (pipeline.tasks.worst.row_kl);
 - regression: the relative L2 error ‖student − teacher‖ / ‖teacher‖.
 Worst first means disagreements first, then the larger KL (regression: the larger error); ties
 fall to the row's place, so the order never depends on how shards were dealt to tasks.
@@ -19,17 +19,16 @@ import torch
 
 from pipeline import shards
 from pipeline.evaluate.stage import evaluate_split
-from pipeline.evaluate.worst import row_kl
+from pipeline.tasks import get_task
 from pipeline.run.ray_session import cluster_cpus
 from pipeline.train.student import load_student_dir
-from students.losses import relative_error
 
 
 class RowScores:
     """Per-row scores of a scan (or of a disjoint part of one); parts merge by concatenation."""
 
-    def __init__(self, regression: bool):
-        self.regression = regression
+    def __init__(self, task: str):
+        self.task = task
         self.parts: list[np.ndarray] = []  # structured arrays, one per batch
 
     DTYPE = np.dtype([("shard", np.int64), ("row", np.int64), ("mismatch", np.bool_), ("score", np.float64),
@@ -39,12 +38,8 @@ class RowScores:
                first_row: int) -> None:
         part = np.zeros(len(student), self.DTYPE)
         part["shard"], part["row"] = shard, first_row + np.arange(len(student))
-        if self.regression:
-            part["score"] = relative_error(student.double(), teacher.double()).numpy()
-        else:
-            part["mismatch"] = (student.argmax(1) != teacher.argmax(1)).numpy()
-            part["score"] = row_kl(student, teacher).numpy()
-            part["teacher_class"] = teacher.argmax(1).numpy()
+        for key, values in get_task(self.task).row_scores(student, teacher).items():
+            part[key] = values
         self.parts.append(part)
 
     def merge(self, other: RowScores) -> RowScores:
@@ -75,7 +70,7 @@ def score_split(student_dir: str, split_dir: str, batch_size: int = 4096, worker
     manifest = shards.require_manifest(split_dir)
     workers = workers or max(1, int(cluster_cpus()))
     scan = evaluate_split(student, card, weights, split_dir, batch_size, workers=workers,
-                          worst=RowScores(manifest.task == "regression"))
+                          worst=RowScores(manifest.task))
     rows = scan.worst.rows
     if len(rows) != manifest.rows:
         raise RuntimeError(f"scored {len(rows)} rows of {split_dir}, whose manifest records {manifest.rows}")

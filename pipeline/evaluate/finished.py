@@ -6,9 +6,10 @@ measures everything again. This check costs a few small reads instead: the recor
 one given (a different one is refused as every stage refuses it), the teacher's card and weights
 match its fingerprint, the seed data gives the generator hash the shards were made with, both
 manifests are complete with every shard at its recorded size, the student was trained on this
-teacher (and exported), and the report is newer than the student. Anything less and `run` does the
-missing work as usual. Every shard is also hashed (once a process): a damaged one is refused with
-the command that repairs it, not reported as finished.
+teacher and exported (or its export failed and the train stage recorded that after writing these
+weights: exporting again would only fail again), and the report is newer than the student. Anything
+less and `run` does the missing work as usual. Every shard is also hashed (once a process): a
+damaged one is refused with the command that repairs it, not reported as finished.
 """
 
 from __future__ import annotations
@@ -22,8 +23,8 @@ from pipeline.label.stage import generator_hash
 from pipeline.run import rundir, storage
 from pipeline.run.rundir import SPLITS
 from pipeline.teach.load import read_card, read_content
-from pipeline.teach.stage import load_seed
-from pipeline.train.export import onnx_path
+from pipeline.inputs import get_space
+from pipeline.train.export import export_failure_path, onnx_path
 from pipeline.train.student import read_card as read_student_card
 
 
@@ -35,8 +36,7 @@ def _infos(paths: list[str]) -> list[pafs.FileInfo]:
 
 
 def _shards_in_place(cfg: Config, paths: rundir.RunPaths, fingerprint: str) -> bool:
-    seed = None if cfg.data.space == "vectors" else load_seed(cfg).train_images
-    expected = generator_hash(cfg, seed)
+    expected = generator_hash(cfg, get_space(cfg.data.space).seed_images(cfg))
     for split in SPLITS:
         manifest = shards.load_manifest(paths.split(split))
         if manifest is None or not manifest.complete or manifest.teacher_fingerprint != fingerprint \
@@ -60,13 +60,18 @@ def finished_report(cfg: Config) -> Report | None:
         return None
     teacher = read_card(paths)
     read_content(paths, teacher)  # a teacher changed since is refused, as the teacher stage refuses it
-    required = [paths.student_card, paths.student_weights, onnx_path(paths.student_dir), paths.report_json]
-    infos = _infos(required)
-    if any(info.type != pafs.FileType.File for info in infos):
+    card, weights, report, onnx, export_failed = _infos([
+        paths.student_card, paths.student_weights, paths.report_json, onnx_path(paths.student_dir),
+        export_failure_path(paths.student_dir)])
+    if any(info.type != pafs.FileType.File for info in (card, weights, report)):
+        return None
+    # A failure recorded before these weights were written was an earlier student's.
+    failed_here = export_failed.type == pafs.FileType.File and export_failed.mtime >= weights.mtime
+    if onnx.type != pafs.FileType.File and not failed_here:
         return None
     if read_student_card(paths.student_dir).teacher_fingerprint != teacher.fingerprint:
         return None
-    if infos[3].mtime < infos[1].mtime:  # a report of an earlier student
+    if report.mtime < weights.mtime:  # a report of an earlier student
         return None
     if not _shards_in_place(cfg, paths, teacher.fingerprint):
         return None

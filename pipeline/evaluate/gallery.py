@@ -1,4 +1,4 @@
-"""The gallery of the worst held-out rows (report.json's `gallery`, kept by pipeline.evaluate.worst):
+"""The gallery of the worst held-out rows (report.json's `gallery`, kept by pipeline.tasks.worst):
 for each row its input, the teacher's and the student's top classes with probabilities, its KL and
 where it is stored. This is what a person opens the report to see: what the student gets wrong.
 
@@ -10,17 +10,13 @@ are written out as their parameter values. Everything is drawn from report.json 
 from __future__ import annotations
 
 import base64
-import io
-import math
 from html import escape
 
 import numpy as np
-from PIL import Image
 
-from pipeline.evaluate.worst import decode_input
-from pipeline.inputs.images import NAME as IMAGES
+from pipeline.tasks.worst import decode_input
+from pipeline.inputs import get_space
 
-THUMB_PX = 112  # a thumbnail's longer side is at least this many pixels
 WORST_DIR = "worst"  # under plots/: report.md's copies of the thumbnails
 
 STYLE = """
@@ -37,31 +33,17 @@ STYLE = """
 """
 
 
-def thumbnail(x: np.ndarray) -> bytes:
-    """A stored image ([C, H, W] or [H, W]; uint8, else stretched to 0..255) as PNG bytes: RGB for
-    three channels, grey otherwise (the first channel)."""
-    x = x[None] if x.ndim == 2 else x
-    if x.dtype != np.uint8:
-        lo, hi = float(np.min(x)), float(np.max(x))
-        x = np.round((x - lo) / ((hi - lo) or 1.0) * 255).astype(np.uint8)
-    pixels = x.transpose(1, 2, 0) if x.shape[0] == 3 else x[0]
-    image = Image.fromarray(np.ascontiguousarray(pixels))
-    factor = max(1, math.ceil(THUMB_PX / max(image.size)))
-    image = image.resize((image.width * factor, image.height * factor), Image.NEAREST)
-    buffer = io.BytesIO()
-    image.save(buffer, format="PNG")
-    return buffer.getvalue()
-
-
 def rows(report) -> list[dict]:
     return list((report.gallery or {}).get("rows") or [])
 
 
 def thumbnails(report) -> list[bytes | None]:
-    """One PNG per gallery row (None where the inputs are not images or the input was not kept)."""
-    if (report.gallery or {}).get("input_space") != IMAGES:
-        return [None] * len(rows(report))
-    return [None if (x := decode_input(r.get("input"))) is None else thumbnail(x) for r in rows(report)]
+    """One PNG per gallery row (None where the space shows inputs as values, or the input was not kept)."""
+    kept = rows(report)
+    if not kept:
+        return []
+    space = get_space(report.gallery.get("input_space") or report.input_space)
+    return [None if (x := decode_input(r.get("input"))) is None else space.thumbnail(x) for r in kept]
 
 
 def _name(report, index: int) -> str:

@@ -97,8 +97,3 @@ def student_speed(student: torch.nn.Module, decode: torch.nn.Module, input_shape
             "samples_per_s_batch1024": 1024e3 / many, "threads_batch1024": cores}
 
 
-def speedup(teacher: dict, student: dict) -> dict:
-    rate = teacher.get("samples_per_s")
-    if not rate:
-        return {"batch1": None, "batch1024": None}
-    return {"batch1": student["samples_per_s_batch1"] / rate, "batch1024": student["samples_per_s_batch1024"] / rate}

@@ -10,7 +10,7 @@ Then CPU latency of both models, and the report (pipeline.report).
 Every committed row is evaluated exactly once. Shards are dealt whole to the evaluators
 (`assign_shards`): one process, or `eval.workers` Ray tasks, each returning torchmetrics states
 that are merged here. No sampler pads a part to equal length, so nothing is counted twice.
-The held-out scan also keeps its worst rows for the report's gallery (pipeline.evaluate.worst),
+The held-out scan also keeps its worst rows for the report's gallery (pipeline.tasks.worst),
 merged the same way.
 """
 
@@ -31,21 +31,19 @@ from pipeline.errors import UserError
 from pipeline.evaluate import latency, regression
 from pipeline.evaluate.curves import read_curves
 from pipeline.evaluate.report import Report
-from pipeline.evaluate.worst import GALLERY_SIZE, WorstRows
+from pipeline.tasks.worst import GALLERY_SIZE, WorstRows
 from pipeline.inputs import space
 from pipeline.resolve import add_code_dir
 from pipeline.run import rundir, storage
 from pipeline.run.ray_session import ray_session
 from pipeline.run.rundir import SPLITS
-from pipeline.tasks.metrics import Outputs, SplitMetrics, per_class_agreement
-from pipeline.tasks.regression import RegressionMetrics
-from pipeline.tasks.task import REGRESSION
+from pipeline.tasks import get_task
+from pipeline.tasks.metrics import Outputs, SplitMetrics
 from pipeline.teach.load import load_teacher
-from pipeline.teach.stage import load_seed
+from pipeline.inputs.seeds import load_seed
 from pipeline.train.student import StudentCard, load_student_dir, student_from
 from teachers import count_parameters
 
-AGREEMENT_KINDS = ("top1", "top5", "kl", "js")
 
 
 def assign_shards(manifest: shards.Manifest, part: int, parts: int) -> list[int]:
@@ -54,18 +52,16 @@ def assign_shards(manifest: shards.Manifest, part: int, parts: int) -> list[int]
     return sorted(manifest.shards)[part::parts]
 
 
-def new_metrics(manifest: shards.Manifest, bins: int, tolerance: float) -> SplitMetrics | RegressionMetrics:
+def new_metrics(manifest: shards.Manifest, bins: int, tolerance: float):
     """Empty metric states of the manifest's task."""
-    if manifest.task == REGRESSION:
-        return RegressionMetrics(manifest.num_classes, tolerance)
-    return SplitMetrics(manifest.num_classes, bins)
+    return get_task(manifest.task).new_metrics(manifest.num_classes, bins, tolerance)
 
 
 class Scan:
     """What one pass over (part of) a split gives: its metric states and, when asked for, its worst
-    rows (pipeline.evaluate.worst); parts merge and compute together."""
+    rows (pipeline.tasks.worst); parts merge and compute together."""
 
-    def __init__(self, metrics: SplitMetrics | RegressionMetrics, worst: WorstRows | None = None):
+    def __init__(self, metrics, worst: WorstRows | None = None):
         self.metrics, self.worst = metrics, worst
 
     def merge(self, other: Scan) -> Scan:
@@ -86,7 +82,7 @@ def new_scan(manifest: shards.Manifest, bins: int, tolerance: float, worst=0) ->
     its update(student, teacher, inputs, shard, file, first_row) sees every row once."""
     if not isinstance(worst, int):
         return Scan(new_metrics(manifest, bins, tolerance), copy.deepcopy(worst))
-    keep = WorstRows(worst) if worst and manifest.task != REGRESSION else None
+    keep = WorstRows(worst) if worst and get_task(manifest.task).keeps_worst_rows() else None
     return Scan(new_metrics(manifest, bins, tolerance), keep)
 
 
@@ -104,10 +100,7 @@ def evaluate_shards(student: torch.nn.Module, split_dir: str, manifest: shards.M
         for batch in shards.iter_batches(split_dir, one, batch_size):
             predicted = student(decode(batch["input"]))
             teacher = batch[target].float()
-            if manifest.task == REGRESSION:
-                scan.metrics.update(predicted, teacher)
-            else:
-                scan.metrics.update(Outputs(predicted, teacher))
+            scan.metrics.update(predicted, teacher)
             if scan.worst is not None:
                 # Shards hold each input flat; the gallery keeps it in its own shape.
                 inputs = batch["input"].reshape(-1, *manifest.input_shape)
@@ -152,21 +145,8 @@ def evaluate_real(student: torch.nn.Module, teacher, inputs: np.ndarray, labels:
     return metrics
 
 
-def report_sections(values: dict[str, dict]) -> dict:
-    """Split -> computed metric values, reshaped into the report's sections."""
-    out = {"agreement": {}, "calibration": {}, "reliability": {}, "per_class_agreement": {}, "confusion": {}}
-    for split, v in values.items():
-        out["agreement"][split] = {**{k: v[k] for k in AGREEMENT_KINDS}, "samples": v["samples"]}
-        sources = {"student_vs_teacher": "ece", "teacher": "teacher_ece", "student": "student_ece"}
-        present = {name: v[kind] for name, kind in sources.items() if kind in v}
-        out["calibration"][split] = {name: (c or {}).get("ece") for name, c in present.items()}
-        out["reliability"][split] = {name: c["bins"] for name, c in present.items() if c}
-        out["per_class_agreement"][split] = per_class_agreement(v["confusion"])
-        out["confusion"][split] = v["confusion"]
-    return out
-
-
-def _evaluate_splits(cfg: Config, paths: rundir.RunPaths, student, card: StudentCard, weights: bytes) -> dict:
+def _evaluate_splits(cfg: Config, paths: rundir.RunPaths, student, card: StudentCard, weights: bytes,
+                     keep_worst: bool) -> dict:
     e = cfg.eval
     parallel = e.workers > 1
     with ray_session(cfg.address, cfg.code_dir) if parallel else contextlib.nullcontext():
@@ -174,41 +154,56 @@ def _evaluate_splits(cfg: Config, paths: rundir.RunPaths, student, card: Student
         # Only the held-out split keeps its worst rows: the gallery shows what the student gets wrong
         # on inputs it never trained on.
         return {s: evaluate_split(student, card, shared, paths.split(s), e.batch_size, e.calibration_bins,
-                                  e.workers, cfg.task.tolerance, GALLERY_SIZE if s == "heldout" else 0).compute()
+                                  e.workers, cfg.task.tolerance, GALLERY_SIZE if keep_worst and s == "heldout" else 0).compute()
                 for s in SPLITS}
 
 
-def regression_report(cfg: Config, paths: rundir.RunPaths, student, card: StudentCard, weights: bytes,
-                      teacher_card) -> Report:
-    """A surrogate's report: errors on the training and held-out shards, speed, the figures' data."""
-    values = _evaluate_splits(cfg, paths, student, card, weights)
-    manifests = {s: shards.require_manifest(paths.split(s)) for s in SPLITS}
-    names = [p["name"] for p in (card.parameters or [])] or [str(i) for i in range(card.input_shape[0])]
-    heatmap = cfg.eval.heatmap or names[:2]
-    unknown = [n for n in heatmap if n not in names]
-    if unknown:
-        raise UserError(f"eval.heatmap names {', '.join(unknown)}, not parameters of this run ({', '.join(names)}).")
-    axes = (names.index(heatmap[0]), names.index(heatmap[-1]))
-    details = regression.heldout_details(student, paths.split("heldout"), manifests["heldout"], cfg.eval.batch_size,
-                                         names, axes) if manifests["heldout"].rows else {}
-    speed = {"teacher": regression.teacher_speed(list(manifests.values()))}
-    if cfg.eval.latency:
-        decode = space.decode_module(card.input_space, card.input_shape, card.parameters)
-        speed["student"] = regression.student_speed(student, decode, card.input_shape, cfg.eval.latency_seconds)
-    return Report(
-        agreement={}, accuracy={}, params={"teacher": teacher_card.params, "student": count_parameters(student)},
-        teacher={"kind": teacher_card.kind, "arch": teacher_card.arch, "fingerprint": teacher_card.fingerprint,
-                 "version": teacher_card.version},
-        student={"arch": card.arch, "kwargs": card.kwargs, "width": card.kwargs.get("width"),
-                 "depth": card.kwargs.get("depth"), "epochs": card.epochs},
-        rejected_rows={s: sum(r.rejected for r in m.records()) for s, m in manifests.items()},
-        first_errors={s: next((r.first_error for r in m.records() if r.first_error), "") for s, m in manifests.items()},
-        classes=list(teacher_card.classes), curves=read_curves(paths.student_dir), task=REGRESSION,
-        regression={**values, "tolerance": cfg.task.tolerance, "parameters": names, "details": details},
-        speed=speed, speedup=regression.speedup(speed["teacher"], speed["student"]) if "student" in speed else None,
-        max_rel_error=cfg.eval.max_rel_error, rel_error_quantile=cfg.eval.rel_error_quantile,
-        adapt=adapt_rounds(paths),
-    )
+class EvalContext:
+    """What a task's report section may ask the eval stage for (pipeline/tasks/*_report.py `build`):
+    the shards' metrics, the real test split, CPU latency and speed, the held-out figures' data."""
+
+    def __init__(self, cfg: Config, paths: rundir.RunPaths, student, card: StudentCard, weights: bytes, teacher,
+                 teacher_card):
+        self.cfg, self.paths, self.student, self.card, self.weights = cfg, paths, student, card, weights
+        self.teacher, self.teacher_card = teacher, teacher_card
+
+    def evaluate_splits(self, keep_worst: bool) -> dict:
+        """Split -> the task's metric values on its shards (the held-out split's worst rows under "worst")."""
+        return _evaluate_splits(self.cfg, self.paths, self.student, self.card, self.weights, keep_worst)
+
+    def evaluate_real(self) -> dict:
+        """Metrics on the real test split of the seed data, the teacher run here."""
+        seed = load_seed(self.cfg)
+        return evaluate_real(self.student, self.teacher, seed.test_images, seed.test_labels, self.card.input_space,
+                             self.teacher_card.num_outputs, self.cfg.eval.batch_size,
+                             self.cfg.eval.calibration_bins).compute()
+
+    def latency(self) -> dict | None:
+        """Teacher and student CPU latency at batch 1 and 256, when eval.latency."""
+        e = self.cfg.eval
+        if not e.latency:
+            return None
+        return latency.compare(self.teacher, self.student, self.teacher_card.input_shape, e.latency_threads,
+                               e.latency_seconds)
+
+    def manifest(self, split: str) -> shards.Manifest:
+        return shards.require_manifest(self.paths.split(split))
+
+    def heldout_details(self, names: list[str], axes: tuple[int, int]) -> dict:
+        manifest = self.manifest("heldout")
+        if not manifest.rows:
+            return {}
+        return regression.heldout_details(self.student, self.paths.split("heldout"), manifest, self.cfg.eval.batch_size,
+                                          names, axes)
+
+    def teacher_speed(self) -> dict:
+        return regression.teacher_speed([self.manifest(s) for s in SPLITS])
+
+    def student_speed(self) -> dict | None:
+        if not self.cfg.eval.latency:
+            return None
+        decode = space.decode_module(self.card.input_space, self.card.input_shape, self.card.parameters)
+        return regression.student_speed(self.student, decode, self.card.input_shape, self.cfg.eval.latency_seconds)
 
 
 def adapt_rounds(paths: rundir.RunPaths) -> dict | None:
@@ -230,41 +225,24 @@ def run_eval_stage(cfg: Config) -> Report:
     student, student_card, weights = load_student_dir(paths.student_dir)
     if student_card.teacher_fingerprint != teacher_card.fingerprint:
         raise UserError(f"{paths.student_card} was trained on a different teacher's labels than {paths.teacher_card}.")
-    if student_card.task == REGRESSION:
-        report = regression_report(cfg, paths, student, student_card, weights, teacher_card)
-        _write_report(paths, report)
-        return report
-    seed = load_seed(cfg)
-    values = _evaluate_splits(cfg, paths, student, student_card, weights)
-    gallery = {"split": "heldout", "input_space": student_card.input_space,
-               "parameters": [p["name"] for p in student_card.parameters or []],
-               "rows": values["heldout"].pop("worst", [])}
-    test = evaluate_real(student, teacher, seed.test_images, seed.test_labels, student_card.input_space,
-                         teacher_card.num_outputs, cfg.eval.batch_size, cfg.eval.calibration_bins).compute()
-    values["test"] = test
-    rejected = {split: sum(r.rejected for r in shards.require_manifest(paths.split(split)).records())
-                for split in SPLITS}
-    lat = None
-    if cfg.eval.latency:
-        lat = latency.compare(teacher, student, teacher_card.input_shape, cfg.eval.latency_threads,
-                              cfg.eval.latency_seconds)
+    task = get_task(student_card.task)
+    ctx = EvalContext(cfg, paths, student, student_card, weights, teacher, teacher_card)
+    manifests = {s: ctx.manifest(s) for s in SPLITS}
     report = Report(
-        **report_sections(values),
-        accuracy={"teacher": test.get("teacher_accuracy"), "student": test.get("student_accuracy"),
-                  "test_samples": test["samples"]},
         params={"teacher": teacher_card.params, "student": count_parameters(student)},
         teacher={"kind": teacher_card.kind, "arch": teacher_card.arch, "fingerprint": teacher_card.fingerprint,
-                 "dataset": teacher_card.dataset},
+                 "dataset": teacher_card.dataset, "version": teacher_card.version},
         student={"arch": student_card.arch, "kwargs": student_card.kwargs, "width": student_card.kwargs.get("width"),
                  "depth": student_card.kwargs.get("depth"), "epochs": student_card.epochs},
-        rejected_rows=rejected,
-        min_agreement=cfg.eval.min_agreement,
-        classes=list(teacher_card.classes),
-        latency=lat,
+        rejected_rows={s: sum(r.rejected for r in m.records()) for s, m in manifests.items()},
+        first_errors={s: next((r.first_error for r in m.records() if r.first_error), "") for s, m in manifests.items()},
         curves=read_curves(paths.student_dir),
         sweep=storage.read_json(paths.sweep_json) if storage.exists(paths.sweep_json) else None,
-        gallery=gallery,
+        task=task.name, input_space=student_card.input_space,
+        min_agreement=cfg.eval.min_agreement, max_rel_error=cfg.eval.max_rel_error,
+        rel_error_quantile=cfg.eval.rel_error_quantile,
         adapt=adapt_rounds(paths),
+        **task.build_report(ctx),
     )
     _write_report(paths, report)
     return report

@@ -13,11 +13,13 @@ Instead each image gets its own affine matrix and one `grid_sample` warps the wh
 
 from __future__ import annotations
 
+import io
 import math
 
 import numpy as np
 import torch
 import torch.nn.functional as F
+from PIL import Image
 
 from pipeline.config import DataConfig
 from pipeline.shards.schema import KINDS
@@ -130,3 +132,22 @@ class ImageDecode(torch.nn.Module):
 
     def forward(self, stored: torch.Tensor) -> torch.Tensor:
         return stored.reshape(-1, *self.shape).float().div(255)
+
+
+THUMB_PX = 112  # a thumbnail's longer side is at least this many pixels
+
+
+def thumbnail(x: np.ndarray) -> bytes:
+    """A stored image ([C, H, W] or [H, W]; uint8, else stretched to 0..255) as PNG bytes: RGB for
+    three channels, grey otherwise (the first channel)."""
+    x = x[None] if x.ndim == 2 else x
+    if x.dtype != np.uint8:
+        lo, hi = float(np.min(x)), float(np.max(x))
+        x = np.round((x - lo) / ((hi - lo) or 1.0) * 255).astype(np.uint8)
+    pixels = x.transpose(1, 2, 0) if x.shape[0] == 3 else x[0]
+    image = Image.fromarray(np.ascontiguousarray(pixels))
+    factor = max(1, math.ceil(THUMB_PX / max(image.size)))
+    image = image.resize((image.width * factor, image.height * factor), Image.NEAREST)
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    return buffer.getvalue()

@@ -13,7 +13,10 @@ Sources (`teacher.dataset`)
 
 Every source comes back as uint8 images [N, C, H, W] with int64 labels (or none), split into train
 and a real test split that nothing trains on: held out here (`test_fraction`), or read from the
-user's own `test_data` (a folder or file of the same kinds). Nothing is downloaded.
+user's own `test_data` (a folder or file of the same kinds), whose labels are matched with the
+training data's classes by name. Nothing is downloaded.
+
+`load_seed` gives a run's seed data from its config: for a vector space, a few points of its box.
 """
 
 from __future__ import annotations
@@ -24,7 +27,12 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from pipeline.config import Config
+from pipeline.errors import UserError
+from pipeline.inputs import vectors
+
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff")
+PROBE_ROWS = 2  # seed inputs every imported teacher is run on before it is accepted
 
 
 @dataclass
@@ -248,12 +256,41 @@ def _from_path(path: str, image_size: list[int] | None) -> Arrays:
     raise ValueError(f"seed data {path} is neither a folder nor a .npz or .parquet file.")
 
 
-def _with_classes(data: Arrays) -> Arrays:
+def _with_classes(data: Arrays, source: str) -> Arrays:
+    top = int(data.labels.max()) if data.labels is not None and len(data.labels) else -1
     if data.labels is not None and data.classes is None:
-        data.classes = [str(i) for i in range(int(data.labels.max()) + 1)]
-    if data.labels is not None and data.labels.max() >= len(data.classes):
-        raise ValueError(f"labels go up to {int(data.labels.max())} but only {len(data.classes)} class names are given.")
+        data.classes = [str(i) for i in range(top + 1)]
+    if data.labels is not None and top >= len(data.classes):
+        raise ValueError(f"{source}: labels go up to {top} but only {len(data.classes)} class "
+                         "names are given.")
     return data
+
+
+def _onto_classes(test: Arrays, classes: list[str], source: str, dataset: str) -> Arrays:
+    """The test split's labels as indices into the training data's `classes`. A test split that names
+    its classes (folder names, an .npz's `classes`) numbers them among themselves, so a class missing
+    there, or names sorting another way, would shift every index: they are matched by name. Bare
+    integer labels (no names) already are indices into the training data's classes."""
+    if test.labels is None:
+        return test
+    if test.classes is None:
+        if len(test.labels) and test.labels.max() >= len(classes):
+            raise ValueError(f"teacher.test_data {source} has the label {int(test.labels.max())} but the seed data "
+                             f"{dataset} has {len(classes)} classes (labels 0..{len(classes) - 1}).")
+        test.classes = list(classes)
+        return test
+    _with_classes(test, f"teacher.test_data {source}")
+    index = {name: i for i, name in enumerate(classes)}
+    for label in np.unique(test.labels):  # only classes with images: an empty folder labels nothing
+        name = test.classes[label]
+        if name not in index:
+            folder = os.path.join(source, name)
+            where = folder if os.path.isdir(folder) else source
+            shown = ", ".join(classes[:20]) + (", ..." if len(classes) > 20 else "")
+            raise ValueError(f"teacher.test_data {where} names the class {name!r}, which the seed data {dataset} "
+                             f"does not have; expected one of: {shown}.")
+    mapping = np.array([index.get(name, -1) for name in test.classes], dtype=np.int64)
+    return Arrays(test.images, mapping[test.labels], list(classes))
 
 
 
@@ -276,14 +313,28 @@ def load_seed_dataset(name: str, root: str | None = None, test_fraction: float =
     if os.sep not in name and "." not in name and not os.path.exists(name):
         raise ValueError(f"teacher.dataset {name!r} is unknown; expected one of: {', '.join(sorted(BUILT_IN))}, "
                          "an image folder, or a .npz / .parquet file.")
-    data = _with_classes(_from_path(name, image_size))
+    data = _with_classes(_from_path(name, image_size), name)
     if test_data is None:
         train, test = _split(data, test_fraction, seed)
     else:
-        train, test = data, _with_classes(_from_path(test_data, image_size))
+        train, test = data, _from_path(test_data, image_size)
         if test.images.shape[1:] != train.images.shape[1:]:
             raise ValueError(f"teacher.test_data {test_data} holds images of shape {list(test.images.shape[1:])}, "
                              f"the seed data {list(train.images.shape[1:])}: they must match (set teacher.image_size).")
         if (test.labels is None) != (train.labels is None):
             raise ValueError(f"teacher.test_data {test_data} and the seed data must both have labels or both have none.")
+        test = _onto_classes(test, data.classes, test_data, name)
     return SeedData(train.images, train.labels, test.images, test.labels, data.classes)
+
+
+def load_seed(cfg: Config) -> SeedData:
+    """The seed data of an image space; for a vector space, a few points of its box stand in for it
+    (what an imported teacher is probed with; there is nothing to train on, and no real test data)."""
+    t = cfg.teacher
+    if cfg.data.space == vectors.NAME:
+        points = vectors.sample_points(vectors.box_of(cfg.data.parameters), "sobol", cfg.data.seed, PROBE_ROWS)
+        return SeedData(points, None, points[:0], None, None, space=vectors.NAME)
+    try:
+        return load_seed_dataset(t.dataset, t.data_root, t.test_fraction, t.seed, t.test_data, t.image_size)
+    except ValueError as exc:
+        raise UserError(str(exc)) from exc

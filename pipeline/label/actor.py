@@ -17,7 +17,7 @@ from pipeline.label import faults
 from pipeline.label.generation import Generation
 from pipeline.label.time_limit import time_limit
 from pipeline.run import rundir, storage
-from pipeline.tasks.task import CLASSIFICATION, stored_targets, target_column
+from pipeline.tasks import get_task
 from pipeline.teach.load import load_teacher
 
 
@@ -38,7 +38,7 @@ class TeacherFailed(UserError):
 
 class Labeler:
     def __init__(self, root: str, fingerprint: str, batch_size: int, threads: int, bf16_on_gpu: bool = True,
-                 top_k: int | None = None, input_space: str = "images", task: str = CLASSIFICATION,
+                 top_k: int | None = None, input_space: str = "images", task: str = "classification",
                  timeout_s: float | None = None):
         torch.set_num_threads(threads)
         device = "cuda" if torch.cuda.is_available() else "cpu"
@@ -77,10 +77,10 @@ class Labeler:
     def label(self, generated: tuple[np.ndarray, np.ndarray] | Generation, job: ShardJob) -> shards.ShardRecord:
         inputs, kinds = generated.make() if isinstance(generated, Generation) else generated
         outputs, first_error, seconds = self.outputs(inputs)
-        targets, finite = stored_targets(self.task, outputs)
+        targets, finite = get_task(self.task).stored_targets(outputs)
         sample_ids = job.index * job.count + np.arange(len(inputs), dtype=np.int64)
         table = shards.make_table(sample_ids[finite], job.seed, kinds[finite], inputs[finite], targets[finite],
-                                  job.metadata, top_k=self.top_k, target_column=target_column(self.task))
+                                  job.metadata, top_k=self.top_k, target_column=get_task(self.task).column)
         if faults.should_crash(job.split, job.index):
             path = storage.local_path(storage.join(job.split_dir, shards.shard_file_name(job.split, job.index)))
             faults.crash_midway(path, shards.serialize(table, job.row_group_size))

@@ -1,4 +1,9 @@
-"""The pool of labeling actors. Ray restarts a crashed actor; one that died for good is replaced here."""
+"""The pool of labeling actors. Ray restarts a crashed actor; one that died for good is replaced here.
+
+A call sent to an actor while Ray restarts it fails at once, without running: such a call would use
+up one of its shard's attempts for nothing. So an actor that lost a call gets no work until it
+answers a probe again (`lost`, `answered`). The owner kills every actor (`shutdown`) when labeling
+ends, however it ends."""
 
 from __future__ import annotations
 
@@ -31,9 +36,11 @@ class LabelerPool:
         count = cfg.label.actors or (max(1, int(gpus / num_gpus)) if num_gpus else max(1, int(cpus // per_actor)))
         threads = 1 if num_gpus else max(1, int(cpus // count))
         # SPREAD: on a cluster, one teacher per node before two on any node. Restarts are unlimited
-        # so a lost node's actors come back elsewhere; each call is retried a bounded number of times.
+        # so a lost node's actors come back elsewhere. A call lost with its actor is not retried by
+        # Ray: the label stage redoes the shard and counts its attempts (1 + label.max_retries in
+        # all); retries in both places would multiply.
         actor_cls = ray.remote(Labeler).options(
-            num_cpus=per_actor, num_gpus=num_gpus, max_restarts=-1, max_task_retries=cfg.label.max_retries,
+            num_cpus=per_actor, num_gpus=num_gpus, max_restarts=-1, max_task_retries=0,
             scheduling_strategy="SPREAD",
         )
         self._start = lambda: actor_cls.remote(paths.root, card.fingerprint, cfg.label.batch_size, threads,
@@ -41,9 +48,31 @@ class LabelerPool:
                                                cfg.task.kind, cfg.label.timeout_s)
         self.actors = [self._start() for _ in range(count)]
         self.load = [0] * count  # shards in flight per actor
+        self.waiting: dict[ray.ObjectRef, int] = {}  # probe -> the actor it waits for, coming back from a loss
 
-    def least_loaded(self) -> int:
-        return min(range(len(self.actors)), key=self.load.__getitem__)
+    def least_loaded(self, most: int) -> int | None:
+        """The actor with the fewest shards in flight, if fewer than `most`, among those not coming
+        back from a loss; None if there is none."""
+        busy = set(self.waiting.values())
+        free = [i for i in range(len(self.actors)) if i not in busy and self.load[i] < most]
+        return min(free, key=self.load.__getitem__) if free else None
+
+    def lost(self, index: int, handle, exc: ray.exceptions.RayActorError) -> None:
+        """A call on `handle`, actor `index`, was lost with its actor: replace an actor that died for
+        good; wait for one that Ray restarts (unlimited retries: the probe runs once it is back)."""
+        if isinstance(exc, ray.exceptions.ActorDiedError):
+            self.replace(index, handle)
+        elif self.actors[index] is handle and index not in self.waiting.values():
+            self.waiting[handle.__ray_ready__.options(max_task_retries=-1).remote()] = index
+
+    def answered(self, probe: ray.ObjectRef) -> None:
+        """A probe came back: its actor takes work again, or, if it died meanwhile, is replaced."""
+        index = self.waiting.pop(probe)
+        dead = self.actors[index]
+        try:
+            ray.get(probe)
+        except ray.exceptions.RayActorError:
+            self.replace(index, dead)
 
     def replace(self, index: int, dead) -> None:
         """Start a new actor in place of `dead`, unless an earlier failure of one of its (up to
@@ -52,5 +81,6 @@ class LabelerPool:
             self.actors[index] = self._start()
 
     def shutdown(self) -> None:
+        """End every actor now (no restart), releasing its CPUs and GPUs."""
         for actor in self.actors:
             ray.kill(actor)

@@ -45,10 +45,11 @@ from pipeline.run.lock import output_lock
 from pipeline.run.ray_session import ray_session
 from pipeline.run.rundir import SPLITS
 from pipeline.teach.load import read_card
-from pipeline.teach.stage import load_seed
+from pipeline.inputs.seeds import load_seed
 from teachers import TeacherCard
 
 MANIFEST_SAVE_INTERVAL_S = 2.0  # rewriting the manifest after every shard is O(shards^2) at scale
+SHARDS_PER_ACTOR = 2  # in flight: one being labeled, one generated and waiting; memory stays flat
 
 
 @dataclass
@@ -83,9 +84,19 @@ def _parameters(cfg: Config) -> list[dict] | None:
     return vectors.box_dicts(vectors.box_of(cfg.data.parameters)) if cfg.data.space == vectors.NAME else None
 
 
-def _label_split(cfg: Config, paths: rundir.RunPaths, split: str, planned: int, base_seed: int, card: TeacherCard,
-                 generate: Callable[[ShardJob], Generation | ray.ObjectRef], labelers: Callable[[], LabelerPool],
-                 gen_hash: str, damaged: dict[int, str]) -> SplitResult:
+def label_split(cfg: Config, paths: rundir.RunPaths, split: str, planned: int, base_seed: int, card: TeacherCard,
+                generate: Callable[[ShardJob], Generation | ray.ObjectRef], labelers: Callable[[], LabelerPool],
+                gen_hash: str, damaged: dict[int, str]) -> SplitResult:
+    """Label shards 0..planned-1 of `split` that its manifest does not record, and record each one as
+    it comes back. The label stage calls it per split, the adaptive rounds per round.
+
+    `generate` turns a job into its inputs (a Generation to run, or an object ref of ready inputs);
+    `labelers` gives the actor pool, started on first need; the caller shuts it down. `damaged`
+    (index -> what is wrong) are recorded shards to drop and label again (label.repair).
+
+    A shard whose worker, actor or node is lost is redone here, and only here: it is tried at most
+    1 + label.max_retries times in all, then RetriesExhausted. Whatever stops the loop, the shards
+    already returned are recorded in the manifest before the error propagates, so a rerun skips them."""
     split_dir = paths.split(split)
     manifest = shards.load_manifest(split_dir)
     if manifest is None:
@@ -113,46 +124,53 @@ def _label_split(cfg: Config, paths: rundir.RunPaths, split: str, planned: int, 
     done_here = 0
     last_save = started = time.monotonic()
     recorded_seconds = manifest.label_seconds
-    while todo or in_flight:
-        # At most two shards per actor in flight: one being labeled, one generated and waiting.
-        while todo and len(in_flight) < 2 * len(pool.actors):
-            job = todo.popleft()
-            generated = generate(job)
-            if isinstance(generated, Generation) and not pool.on_cpu:  # else the actor makes it (generation.py)
-                generated = run_generation.options(max_retries=cfg.label.max_retries).remote(generated)
-            actor = pool.least_loaded()
-            handle = pool.actors[actor]
-            in_flight[handle.label.remote(generated, job)] = (job, actor, handle)
-            pool.load[actor] += 1
-        done, _ = ray.wait(list(in_flight), num_returns=1)
-        for ref in done:
-            job, actor, handle = in_flight.pop(ref)
-            pool.load[actor] -= 1
-            try:
-                record = ray.get(ref)
-            except ray.exceptions.RayTaskError as exc:
-                if isinstance(exc.cause, TeacherFailed):  # the teacher's own error: retrying would repeat it
-                    raise TeacherFailed(f"{split} shard {job.index}: {exc.cause}") from None
-                raise
-            except LOST_WORK as exc:
-                attempts[job.index] += 1
-                if attempts[job.index] > cfg.label.max_retries:
-                    raise RetriesExhausted(
-                        f"{split} shard {job.index} was lost {attempts[job.index]} times (last: {type(exc).__name__}); "
-                        f"the {len(manifest.shards)} shards done are kept: rerun to finish.") from exc
-                if isinstance(exc, ray.exceptions.ActorDiedError):
-                    pool.replace(actor, handle)
-                bar.note(f"redoing {split} shard {job.index}: its worker was lost ({type(exc).__name__})")
-                todo.appendleft(job)
-                continue
-            manifest.shards[record.index] = record
-            bar.update(per_shard)
-            done_here += 1
-            faults.maybe_kill_driver(done_here)
-        if time.monotonic() - last_save > MANIFEST_SAVE_INTERVAL_S or not (todo or in_flight):
-            manifest.label_seconds = recorded_seconds + (time.monotonic() - started)
-            shards.save_manifest(split_dir, manifest)
-            last_save = time.monotonic()
+    try:
+        while todo or in_flight:
+            while todo and (actor := pool.least_loaded(SHARDS_PER_ACTOR)) is not None:
+                job = todo.popleft()
+                generated = generate(job)
+                if isinstance(generated, Generation) and not pool.on_cpu:  # else the actor makes it (generation.py)
+                    # Not retried by Ray: a lost generation fails the label call, and the shard is
+                    # redone below, where its attempts are counted.
+                    generated = run_generation.options(max_retries=0).remote(generated)
+                handle = pool.actors[actor]
+                in_flight[handle.label.remote(generated, job)] = (job, actor, handle)
+                pool.load[actor] += 1
+            done, _ = ray.wait([*in_flight, *pool.waiting], num_returns=1)
+            for ref in done:
+                if ref in pool.waiting:  # an actor is back from a loss
+                    pool.answered(ref)
+                    continue
+                job, actor, handle = in_flight.pop(ref)
+                pool.load[actor] -= 1
+                record, lost = _returned(ref, split, job.index)
+                if lost is not None:
+                    attempts[job.index] += 1
+                    if attempts[job.index] > cfg.label.max_retries:
+                        raise RetriesExhausted(
+                            f"{split} shard {job.index} was lost {attempts[job.index]} times (last: "
+                            f"{type(lost).__name__}); the {len(manifest.shards)} shards done are kept: rerun to "
+                            "finish.") from lost
+                    if isinstance(lost, ray.exceptions.RayActorError):
+                        pool.lost(actor, handle, lost)
+                    bar.note(f"redoing {split} shard {job.index}: its worker was lost ({type(lost).__name__})")
+                    todo.appendleft(job)
+                    continue
+                manifest.shards[record.index] = record
+                bar.update(per_shard)
+                done_here += 1
+                faults.maybe_kill_driver(done_here)
+            if time.monotonic() - last_save > MANIFEST_SAVE_INTERVAL_S or not (todo or in_flight):
+                manifest.label_seconds = recorded_seconds + (time.monotonic() - started)
+                shards.save_manifest(split_dir, manifest)
+                last_save = time.monotonic()
+    except BaseException:
+        # The shards that came back are committed files, but the manifest is saved only every few
+        # seconds: record them now, or the rerun the error asks for would label them all again.
+        _record_returned(in_flight, manifest)
+        manifest.label_seconds = recorded_seconds + (time.monotonic() - started)
+        shards.save_manifest(split_dir, manifest)
+        raise
     bar.close()
     shards.save_manifest(split_dir, manifest)  # also records an empty, complete split
     _remove_leftovers(split_dir)
@@ -165,6 +183,36 @@ def _label_split(cfg: Config, paths: rundir.RunPaths, split: str, planned: int, 
     return SplitResult(split_dir, planned, manifest.rows, planned - skipped, skipped, rejected, first_error,
                        [r.path for r in relabeled.values()], identical,
                        [r.path for i, r in replaced.items() if i not in relabeled])
+
+
+def _returned(ref: ray.ObjectRef, split: str, index: int) -> tuple[shards.ShardRecord | None, Exception | None]:
+    """A label call's record, or the loss that stopped it (the shard is then redone). The teacher's
+    own failure, and any other error, stops the stage."""
+    try:
+        return ray.get(ref), None
+    except ray.exceptions.RayTaskError as exc:
+        if isinstance(exc.cause, TeacherFailed):  # the teacher's own error: retrying would repeat it
+            raise TeacherFailed(f"{split} shard {index}: {exc.cause}") from None
+        if isinstance(exc.cause, LOST_WORK):  # a lost generation task reaches the label call wrapped
+            return None, exc.cause
+        raise
+    except LOST_WORK as exc:
+        return None, exc
+
+
+def _record_returned(in_flight: dict, manifest: shards.Manifest) -> None:
+    """Record the shards in flight whose records have already come back, without waiting for the rest
+    (a stage that is stopping waits for nothing; those shards are redone by the rerun)."""
+    try:
+        ready, _ = ray.wait(list(in_flight), num_returns=len(in_flight), timeout=0) if in_flight else ([], [])
+        for ref in ready:
+            try:
+                record = ray.get(ref, timeout=0)
+            except Exception:  # failed or lost: not committed
+                continue
+            manifest.shards[record.index] = record
+    except Exception:  # Ray itself is failing: what the loop recorded is still saved
+        pass
 
 
 def _remove_leftovers(split_dir: str) -> None:
@@ -214,10 +262,14 @@ def _label_stage(cfg: Config, paths: rundir.RunPaths, seed: SeedData | None) -> 
 
         # Actors start on first need: a rerun with every shard in place loads no teacher.
         labelers = functools.cache(lambda: LabelerPool(cfg, paths, card, cfg.data.space))
-        for split in SPLITS:
-            planned, base_seed = plan[split]
-            result.splits[split] = _label_split(cfg, paths, split, planned, base_seed, card, generate, labelers,
-                                                gen_hash, damaged.get(split, {}))
-        if labelers.cache_info().currsize:
-            labelers().shutdown()
+        try:
+            for split in SPLITS:
+                planned, base_seed = plan[split]
+                result.splits[split] = label_split(cfg, paths, split, planned, base_seed, card, generate, labelers,
+                                                   gen_hash, damaged.get(split, {}))
+        finally:
+            # On failure too: in a caller's Ray or on a cluster, nothing else ends the actors, and
+            # they would hold their CPUs and GPUs until the driver exits.
+            if labelers.cache_info().currsize:
+                labelers().shutdown()
     return result

@@ -1,4 +1,4 @@
-"""The `promote` and `rollback` subcommands: their options, and what they print and return.
+"""The `promote` and `rollback` subcommands: their options, and what they report and return.
 
 Kept apart from pipeline.__main__ (which maps the run's stages onto a run Config) because these take
 a registry, not a run's config. Imported by the entry point at start-up, so torch and the stages are
@@ -13,6 +13,7 @@ from __future__ import annotations
 import sys
 
 from pipeline.errors import EXIT_GATE_FAILED, EXIT_OK
+from pipeline.run import output
 
 COMMANDS = {
     "promote": "Compare RUN's student with the registry's current one on RUN's held-out shards; make it current "
@@ -49,21 +50,36 @@ def to_config(name: str, ns):
 
 
 def run(name: str, cfg) -> int:
+    """Run the command and report its outcome through pipeline.run.output, as every command does:
+    a result on stdout (one JSON object with --log-format json), a refusal as one line on stderr."""
     from pipeline.promote.registry import Registry
     from pipeline.promote.stage import run_promote, run_rollback
 
     if name == "rollback":
         r = run_rollback(cfg)
-        print(f"rolled back {cfg.registry} from {r.previous} to {r.version}; "
-              f"{Registry(cfg.registry).current_path} -> {r.version}")
+        output.result(f"rolled back {cfg.registry} from {r.previous} to {r.version}; "
+                      f"{Registry(cfg.registry).current_path} -> {r.version}",
+                      action="rollback", registry=cfg.registry, version=r.version, previous=r.previous)
         return EXIT_OK
     r = run_promote(cfg)
+    fields = {"action": r.action, "run": cfg.run, "registry": cfg.registry, "version": r.version,
+              "champion": r.champion, "reason": r.reason, "challenger_metrics": r.challenger,
+              "champion_metrics": r.champion_metrics}
     if r.action == "refused":
-        print(f"refused: {r.reason}", file=sys.stderr)
+        _refused(r.reason)
         return EXIT_GATE_FAILED
     if r.action == "current":
-        print(f"nothing to do: {r.reason}.")
+        output.result(f"nothing to do: {r.reason}.", **fields)
     else:
-        print(f"promoted {cfg.run} as {r.version} in {cfg.registry} ({r.reason}); "
-              f"{Registry(cfg.registry).current_path} -> {r.version}")
+        output.result(f"promoted {cfg.run} as {r.version} in {cfg.registry} ({r.reason}); "
+                      f"{Registry(cfg.registry).current_path} -> {r.version}", **fields)
     return EXIT_OK
+
+
+def _refused(reason: str) -> None:
+    """A refusal is the command's verdict, not a mistake: as text it reads "refused: ..." without the
+    "error:" of a user error; as JSON it is an error event with exit code 3, as a failed eval gate is."""
+    if output.mode() == "json":
+        output.error(f"refused: {reason}", EXIT_GATE_FAILED)
+    else:
+        print(f"refused: {reason}", file=sys.stderr, flush=True)

@@ -21,7 +21,7 @@ from pipeline import shards
 from pipeline.errors import UserError
 from pipeline.evaluate.stage import evaluate_shards
 from pipeline.run.rundir import RunPaths
-from pipeline.tasks.task import REGRESSION
+from pipeline.tasks import get_task
 from pipeline.train.student import StudentCard
 
 CALIBRATION_BINS = 15  # the eval stage's default; calibration is recorded, not compared
@@ -42,7 +42,7 @@ class Verdict:
 
 
 def figure_name(task: str, quantile: str) -> str:
-    return f"held-out relative L2 error {quantile}" if task == REGRESSION else "held-out top-1 agreement"
+    return get_task(task).headline(quantile).name
 
 
 def heldout_manifest(run: RunPaths, card: StudentCard) -> shards.Manifest:
@@ -74,38 +74,29 @@ def score(student: torch.nn.Module, card: StudentCard, split_dir: str, manifest:
     # Each student decodes the stored inputs as it was trained to: a vector student scales by its own box.
     own = dataclasses.replace(manifest, parameters=card.parameters) if card.parameters else manifest
     values = evaluate_shards(student, split_dir, own, sorted(manifest.shards), batch_size, CALIBRATION_BINS).compute()
-    if manifest.task == REGRESSION:
-        kept = {k: values[k] for k in ("samples", "rel_l2", "max_abs", "r2_mean", "within_tolerance")}
-        return Score(kept["rel_l2"][quantile], kept)
-    kept = {k: v for k, v in values.items() if isinstance(v, (int, float))}
-    return Score(kept["top1"], kept)
+    task = get_task(manifest.task)
+    return Score(task.headline_value(values, quantile), task.scalar_metrics(values))
 
 
 def decide(task: str, challenger: Score, champion: Score | None, champion_name: str | None, tolerance: float,
            min_agreement: float | None, max_rel_error: float | None, quantile: str) -> Verdict:
     """The gate first (an absolute bar), then the champion (no worse than it by more than `tolerance`,
     in the units of the compared figure)."""
-    figure = figure_name(task, quantile)
-    value = challenger.value
+    kind = get_task(task)
+    figure = kind.headline(quantile)
+    value, show = challenger.value, kind.format_value
     stays = f"{champion_name} stays current" if champion_name else "the registry stays empty"
-    regression = task == REGRESSION
-    if regression and max_rel_error is not None and value > max_rel_error:
-        return Verdict(False, f"the challenger's {figure} {value:.4g} is above --max-rel-error {max_rel_error}; {stays}.")
-    if not regression and min_agreement is not None and value < min_agreement:
-        return Verdict(False, f"the challenger's {figure} {value:.4f} is below --min-agreement {min_agreement}; {stays}.")
+    bar = kind.gate_bar(min_agreement, max_rel_error)
+    if bar is not None and not figure.better_or_equal(value, bar):
+        side = "below" if figure.higher_is_better else "above"
+        return Verdict(False, f"the challenger's {figure.name} {show(value)} is {side} {kind.bar_option()} {bar}; {stays}.")
     if champion is None:
-        return Verdict(True, f"{figure} {_fmt(value, regression)}, the first version")
+        return Verdict(True, f"{figure.name} {show(value)}, the first version")
     other = champion.value
     samples = challenger.metrics["samples"]
-    if regression and value > other + tolerance:
-        return Verdict(False, f"the challenger's {figure} {value:.4g} is above the champion {champion_name}'s "
-                              f"{other:.4g} on the same {samples:,} inputs by more than --tolerance {tolerance}; {stays}.")
-    if not regression and value < other - tolerance:
-        return Verdict(False, f"the challenger's {figure} {value:.4f} is below the champion {champion_name}'s "
-                              f"{other:.4f} on the same {samples:,} inputs by more than --tolerance {tolerance}; {stays}.")
-    return Verdict(True, f"{figure} {_fmt(value, regression)} against the champion {champion_name}'s "
-                         f"{_fmt(other, regression)} on the same {samples:,} inputs")
-
-
-def _fmt(value: float, regression: bool) -> str:
-    return f"{value:.4g}" if regression else f"{value:.4f}"
+    if figure.worse_by_more_than(value, other, tolerance):
+        side = "below" if figure.higher_is_better else "above"
+        return Verdict(False, f"the challenger's {figure.name} {show(value)} is {side} the champion {champion_name}'s "
+                              f"{show(other)} on the same {samples:,} inputs by more than --tolerance {tolerance}; {stays}.")
+    return Verdict(True, f"{figure.name} {show(value)} against the champion {champion_name}'s "
+                         f"{show(other)} on the same {samples:,} inputs")

@@ -92,6 +92,9 @@ def prepare(cfg: Config, create: bool = False) -> RunPaths:
     With `create` (the first stage), a directory without a recorded config is fine: the stage
     records its config (`record`) once it has something to write. Later stages refuse a directory
     that no run has started in, so they never leave stray files there."""
+    from pipeline.kinds import check_kinds  # the kinds import torch; rundir is read by every command line
+
+    check_kinds(cfg)  # a stage called from Python is checked as the command line checks it
     paths = RunPaths(cfg.out)
     current = result_fields(cfg)
     if not storage.exists(paths.config) and not create:

@@ -17,7 +17,7 @@ from pipeline.run import storage
 from pipeline.errors import UserError
 from pipeline.fields import type_problem
 from pipeline.shards.schema import SCHEMA_VERSION
-from pipeline.tasks.task import target_column
+from pipeline.tasks import get_task
 
 MANIFEST_NAME = "manifest.json"
 
@@ -61,7 +61,7 @@ class Manifest:
 
     @property
     def target_column(self) -> str:
-        return target_column(self.task)
+        return get_task(self.task).column
 
     @property
     def complete(self) -> bool:

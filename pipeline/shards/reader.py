@@ -41,6 +41,7 @@ from torch.utils.data import IterableDataset, get_worker_info
 
 from pipeline.run import storage
 from pipeline.errors import UserError
+from pipeline.inputs import get_space
 from pipeline.shards.manifest import Manifest, ShardRecord, require_intact
 from pipeline.shards.schema import dense_logits, field_dtype
 
@@ -261,13 +262,16 @@ class MemoryStream(ShardStream):
 
 
 def split_bytes(manifest: Manifest, columns: Sequence[str]) -> int:
-    """Bytes `columns` of every row of a split take in memory as read_split holds them."""
+    """Bytes `columns` of every row of a split take in memory as read_split holds them (not as the
+    shards store them): a top-k split's logits are densified to float32 [rows, K] on reading, so
+    a many-class top-k split takes far more memory than its shards' k values and indices."""
     per_row = 0
     for name in columns:
         if name == "input":
-            per_row += int(np.prod(manifest.input_shape)) * (1 if manifest.input_space == "images" else 4)
+            per_row += int(np.prod(manifest.input_shape)) * get_space(manifest.input_space).stored_item_bytes
         elif name == "logits":
-            per_row += 2 * manifest.num_classes
+            # float16 as stored; float32 from schema.dense_logits for a top-k split.
+            per_row += (2 if manifest.top_k is None else 4) * manifest.num_classes
         elif name == "targets":
             per_row += 4 * manifest.num_classes
         else:

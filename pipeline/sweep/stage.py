@@ -23,17 +23,18 @@ from dataclasses import dataclass
 import ray
 import torch
 
-from pipeline.evaluate import latency, plots
+from pipeline.evaluate import latency
 from pipeline.run import rundir, storage
 from pipeline import shards
 from pipeline.config import Config, StudentConfig
 from pipeline.errors import UserError
-from pipeline.evaluate.stage import AGREEMENT_KINDS, evaluate_split
+from pipeline.evaluate.stage import evaluate_split
 from pipeline.resolve import accepts, add_code_dir, is_import_path, resolve_factory
 from pipeline.run.ray_session import ray_session
 from pipeline.evaluate.render import write_report
 from pipeline.evaluate.report import load_report
 from pipeline.run.rundir import SPLITS, SWEEP_DIR
+from pipeline.tasks import Task, get_task
 from pipeline.teach.load import load_teacher
 from pipeline.train.stage import fit_student
 from pipeline.train.student import load_student_dir, student_card_path
@@ -69,16 +70,26 @@ def plan(cfg: Config) -> list[Trial]:
     return [Trial(arch, w, d) for d in sorted(set(depths)) for w in sorted(set(s.widths))]
 
 
-def target_of(cfg: Config) -> float:
+def target_of(cfg: Config, task: Task | None = None) -> float:
+    """The bar a trial must reach, on the task's held-out headline figure: for classification
+    sweep.target_agreement, else eval.min_agreement, else 0.99; for regression eval.max_rel_error
+    (`--max-rel-error`), else task.tolerance."""
+    task = task or get_task(cfg.task.kind)
+    if task.bar_option() == "--max-rel-error":
+        return cfg.eval.max_rel_error if cfg.eval.max_rel_error is not None else cfg.task.tolerance
     for value in (cfg.sweep.target_agreement, cfg.eval.min_agreement):
         if value is not None:
             return value
     return DEFAULT_TARGET
 
 
-def smallest_reaching(trials: list[dict], target: float) -> dict | None:
-    """The trial with the fewest parameters whose held-out top-1 agreement reaches `target`."""
-    reaching = [t for t in trials if t["agreement"]["heldout"] is not None and t["agreement"]["heldout"] >= target]
+def smallest_reaching(trials: list[dict], target: float, task: Task | None = None, quantile: str = "p95") -> dict | None:
+    """The trial with the fewest parameters whose held-out headline figure (classification: top-1
+    agreement; regression: relative error at `quantile`) is on the right side of `target`."""
+    task = task or get_task("classification")
+    figure, section = task.headline(quantile), task.render()
+    values = [(t, section.trial_value(t, quantile)) for t in trials]
+    reaching = [t for t, v in values if v is not None and figure.better_or_equal(v, target)]
     return min(reaching, key=lambda t: (t["params"], t["name"]), default=None)
 
 
@@ -118,12 +129,11 @@ def run_trial(cfg: Config, root: str, trial: Trial, threads: int) -> dict:
             storage.write_bytes_atomic(storage.join(student_dir, "train.log"), log.getvalue().encode())
     student, card, weights = load_student_dir(student_dir)
     values = {s: evaluate_split(student, card, weights, paths.split(s), cfg.eval.batch_size,
-                                cfg.eval.calibration_bins).compute() for s in SPLITS}
+                                cfg.eval.calibration_bins, tolerance=cfg.task.tolerance).compute() for s in SPLITS}
     return {
         "name": trial.name, "arch": card.arch, "width": trial.width, "depth": trial.depth, "params": card.params,
         "epochs": card.epochs, "dir": f"{SWEEP_DIR}/{trial.name}", "trained": trained,
-        **{kind: {s: values[s][kind] for s in SPLITS} for kind in AGREEMENT_KINDS},
-        "agreement": {s: values[s]["top1"] for s in SPLITS},
+        **get_task(card.task).render().trial_figures(values),
     }
 
 
@@ -172,6 +182,7 @@ def run_sweep(cfg: Config, on_done=lambda result, done, total: None) -> dict:
     paths = rundir.prepare(cfg)
     teacher, card = _check_ready(cfg, paths)
     trials = plan(cfg)
+    task = get_task(cfg.task.kind)
     with ray_session(cfg.address, cfg.code_dir):
         results = _run_trials(cfg, trials, on_done)
     e = cfg.eval
@@ -179,16 +190,21 @@ def run_sweep(cfg: Config, on_done=lambda result, done, total: None) -> dict:
         student, _, _ = load_student_dir(storage.join(paths.root, result["dir"]))
         result["latency"] = latency.model_latency(student, card.input_shape, e.latency_threads, e.latency_seconds)
     results.sort(key=lambda t: (t["params"], t["name"]))
-    target = target_of(cfg)
-    smallest = smallest_reaching(results, target)
+    quantile = cfg.eval.rel_error_quantile
+    target = target_of(cfg, task)
+    smallest = smallest_reaching(results, target, task, quantile)
     sweep = {
-        "target": target, "split": "heldout", "trials": results, "smallest": smallest,
+        "target": target, "split": "heldout", "trials": results, "smallest": smallest, "task": task.name,
+        "figure": task.headline(quantile).name, "quantile": quantile,
+        # A network teacher's latency is drawn beside the students'; a simulator's speed is measured
+        # while it labels (the report's speed), not here, where one batch may take minutes.
         "teacher": {"params": card.params,
-                    "latency": latency.model_latency(teacher, card.input_shape, e.latency_threads, e.latency_seconds)},
+                    "latency": latency.model_latency(teacher, card.input_shape, e.latency_threads, e.latency_seconds)
+                    if task.compares_teacher_latency else None},
         "latency_threads": e.latency_threads,
     }
     storage.write_json_atomic(paths.sweep_json, sweep)
-    figure = plots.sweep(sweep, sweep["teacher"]["params"], sweep["teacher"]["latency"]["batch1_ms"])
+    figure = task.render().sweep_figure(sweep)
     storage.write_bytes_atomic(storage.join(paths.sweep_dir, "sweep.png"), figure)
     report = load_report(paths)
     if report is not None:

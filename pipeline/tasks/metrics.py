@@ -85,9 +85,13 @@ def reliability_bins(metric: MulticlassCalibrationError) -> dict:
     Binned as torchmetrics bins for its ECE (equal-width bins over [0, 1]); a confidence of exactly
     1.0 is counted in the last bin."""
     n = metric.n_bins
-    if not metric.confidences:
+    # The accumulated states are read through torchmetrics' public metric_state; the attributes
+    # that hold them are its internals.
+    state = metric.metric_state
+    confidences, accuracies = state["confidences"], state["accuracies"]
+    if len(confidences) == 0:
         return {"count": [0] * n, "confidence": [None] * n, "accuracy": [None] * n}
-    conf, acc = dim_zero_cat(metric.confidences).double(), dim_zero_cat(metric.accuracies).double()
+    conf, acc = dim_zero_cat(confidences).double(), dim_zero_cat(accuracies).double()
     boundaries = torch.linspace(0, 1, n + 1, dtype=conf.dtype)
     idx = (torch.bucketize(conf, boundaries, right=True) - 1).clamp(0, n - 1)
     count = torch.bincount(idx, minlength=n)
@@ -150,7 +154,10 @@ class SplitMetrics:
         self.metrics = {name: METRICS[name].build(num_classes, bins) for name in kinds_for(labeled)}
         self.samples = 0
 
-    def update(self, outputs: Outputs) -> None:
+    def update(self, outputs: Outputs | torch.Tensor, teacher: torch.Tensor | None = None) -> None:
+        """One batch: an Outputs, or the student's and the teacher's logits (as every task's metrics take them)."""
+        if not isinstance(outputs, Outputs):
+            outputs = Outputs(outputs, teacher)
         if self.labeled and outputs.labels is None:
             raise ValueError("labeled metrics need outputs.labels")
         for name, metric in self.metrics.items():

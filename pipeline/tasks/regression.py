@@ -1,83 +1,125 @@
-"""Regression targets (a simulator's outputs): standardisation for training, and the error metrics.
-
-Per sample, the relative L2 error ‖student − teacher‖ / ‖teacher‖ is what a user of a surrogate
-feels: reported as median, p95, p99 and max over a split, with the largest absolute error, R² per
-output and the fraction of samples within a tolerance. Parts of a split evaluated apart merge
-exactly: per-sample errors are concatenated and the R² sums added.
+"""Regression: targets are float32 vectors in physical units (column `targets`, a simulator's
+outputs), standardised per output for training (students.scale.OutputScale, fitted on the training
+shards); trained with MSE on standardised values or the mean squared relative error; scored by the
+per-sample relative L2 error (pipeline.tasks.regression_metrics); the gate, the registry and the
+sweep read a held-out relative-error quantile (eval.rel_error_quantile).
 """
 
 from __future__ import annotations
 
+from typing import Callable, Iterable
+
 import numpy as np
 import torch
+import torch.nn as nn
 
-from pipeline import shards
-from students.losses import relative_error
-
-QUANTILES = {"median": 50, "p95": 95, "p99": 99, "max": 100}
-
-
-def target_stats(split_dir: str, manifest: shards.Manifest, batch_size: int = 65536) -> tuple[list[float], list[float]]:
-    """Per-output mean and standard deviation over every training row (one pass, float64 sums). A
-    constant output gets std 1, so standardising leaves it at 0 rather than dividing by zero."""
-    count, total, squares = 0, None, None
-    for batch in shards.iter_batches(split_dir, manifest, batch_size, columns=("targets",)):
-        y = batch["targets"].double()
-        count += len(y)
-        total = y.sum(0) if total is None else total + y.sum(0)
-        squares = (y * y).sum(0) if squares is None else squares + (y * y).sum(0)
-    if not count:
-        raise ValueError(f"{split_dir} holds no rows to standardise the targets on.")
-    mean = total / count
-    std = (squares / count - mean * mean).clamp_min(0).sqrt()
-    std = torch.where(std > 1e-12 * (1 + mean.abs()), std, torch.ones_like(std))
-    return mean.tolist(), std.tolist()
+from pipeline.errors import ConfigError
+from pipeline.tasks.task import Figure, Task, register_task
+from students.losses import REGRESSION_LOSSES, relative_error
+from students.scale import OutputScale
 
 
-class RegressionMetrics:
-    """Error figures over a split (or a disjoint part of one), mergeable and exact."""
+class ValueObjective(nn.Module):
+    """A loss on standardised outputs (students.losses.REGRESSION_LOSSES); a row agrees when its
+    relative L2 error in physical units is at most `tolerance`."""
 
-    def __init__(self, num_outputs: int, tolerance: float = 0.01):
-        self.num_outputs, self.tolerance = num_outputs, tolerance
-        self.errors: list[np.ndarray] = []  # per-sample relative L2 errors
-        self.max_abs = 0.0
-        self.sums = np.zeros((4, num_outputs))  # Σy, Σy², Σ(y − ŷ)², and the count (per output)
-        self.samples = 0
+    def __init__(self, loss: str, scale: OutputScale, tolerance: float):
+        super().__init__()
+        if loss not in REGRESSION_LOSSES:
+            raise ValueError(f"unknown loss {loss!r}; expected one of: {', '.join(REGRESSION_LOSSES)}")
+        self.loss_fn, self.scale, self.tolerance = REGRESSION_LOSSES[loss], scale, tolerance
 
-    def update(self, pred: torch.Tensor, target: torch.Tensor) -> None:
-        pred, target = pred.double(), target.double()
-        self.errors.append(relative_error(pred, target).numpy())  # in float64, as cast above
-        if len(target):
-            self.max_abs = max(self.max_abs, float((pred - target).abs().max()))
-        y, residual = target.numpy(), (target - pred).numpy()
-        self.sums += np.stack([y.sum(0), (y * y).sum(0), (residual * residual).sum(0), np.full(y.shape[1], len(y))])
-        self.samples += len(target)
+    def forward(self, student: torch.Tensor, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
+        target = batch["targets"].float()
+        loss = self.loss_fn(student, target, self.scale)
+        with torch.no_grad():
+            agree = (relative_error(self.scale(student.detach()), target) <= self.tolerance).sum()
+        return loss, agree
 
-    def merge(self, other: "RegressionMetrics") -> "RegressionMetrics":
-        self.errors += other.errors
-        self.max_abs = max(self.max_abs, other.max_abs)
-        self.sums += other.sums
-        self.samples += other.samples
-        return self
 
-    def compute(self) -> dict:
-        if not self.samples:
-            return {"samples": 0, "rel_l2": None, "max_abs": None, "r2": None, "r2_mean": None, "within_tolerance": None}
-        errors = np.concatenate(self.errors)
-        s_y, s_yy, s_res, n = self.sums
-        total = s_yy - s_y * s_y / n
-        r2 = np.where(total > 0, 1 - s_res / np.where(total > 0, total, 1), np.nan)
-        return {
-            "samples": self.samples,
-            "rel_l2": {name: float(np.percentile(errors, q)) for name, q in QUANTILES.items()} | {"mean": float(errors.mean())},
-            "max_abs": self.max_abs,
-            "r2": [None if np.isnan(v) else float(v) for v in r2],
-            "r2_mean": float(np.nanmean(r2)) if np.isfinite(r2).any() else None,
-            "within_tolerance": float((errors <= self.tolerance).mean()),
-            "tolerance": self.tolerance,
-        }
+class Regression(Task):
+    name = "regression"
+    column = "targets"
+    dtype = np.float32
+    summary = "targets are float32 vectors (a simulator's outputs), scored by relative error"
+    losses = ("mse", "relative")
+    default_loss = "mse"
+    curve_words = "share outside the tolerance (1 − within)"
+    compares_teacher_latency = False  # the sweep times the teacher beside its students
+    figure_words = "within tolerance"
 
-    def worst(self, limit: int = 4) -> np.ndarray:
-        """Row positions (in update order) of the largest errors, largest first."""
-        errors = np.concatenate(self.errors) if self.errors else np.zeros(0)
-        return np.argsort(-errors, kind="stable")[:limit]
+    def check_config(self, cfg) -> None:
+        super().check_config(cfg)
+        if cfg.label.top_k is not None:
+            raise ConfigError("label.top_k is for classification logits, not regression.")
+
+    def output_scale(self, target_batches: Callable[[], Iterable[dict]]) -> OutputScale:
+        from pipeline.tasks.regression_metrics import target_stats
+
+        return OutputScale(*target_stats(target_batches()))
+
+    def objective(self, cfg, scale) -> ValueObjective:
+        return ValueObjective(self.loss(cfg), scale, cfg.task.tolerance)
+
+    def stopping(self, cfg) -> dict:
+        # The training loss keeps falling by orders of magnitude long after the share within
+        # tolerance is 0 or 1, so any fall at all counts as progress.
+        return {"monitor": "train/loss", "mode": "min", "min_delta": 0.0}
+
+    def new_metrics(self, num_outputs: int, bins: int, tolerance: float):
+        from pipeline.tasks.regression_metrics import RegressionMetrics
+
+        return RegressionMetrics(num_outputs, tolerance)
+
+    def row_scores(self, student: torch.Tensor, teacher: torch.Tensor) -> dict[str, np.ndarray]:
+        return {"mismatch": np.zeros(len(student), bool),
+                "score": relative_error(student.double(), teacher.double()).numpy(),
+                "teacher_class": np.full(len(student), -1, np.int64)}
+
+    def headline(self, quantile: str) -> Figure:
+        return Figure(f"held-out relative L2 error {quantile}", higher_is_better=False)
+
+    def headline_value(self, values: dict, quantile: str) -> float | None:
+        return (values.get("rel_l2") or {}).get(quantile)
+
+    def scalar_metrics(self, values: dict) -> dict:
+        return {k: values[k] for k in ("samples", "rel_l2", "max_abs", "r2_mean", "within_tolerance")}
+
+    def gate_bar(self, min_agreement, max_rel_error):
+        return max_rel_error
+
+    def bar_option(self) -> str:
+        return "--max-rel-error"
+
+    def gate_fields(self, min_agreement, max_rel_error, quantile) -> dict:
+        return {"max_rel_error": max_rel_error, "rel_error_quantile": quantile}
+
+    def round_figure(self, values: dict) -> dict:
+        return {"samples": values["samples"], **{k: values["rel_l2"][k] for k in ("median", "p95", "p99", "max")}}
+
+    def round_error(self, figures: dict) -> float:
+        return figures["p99"]
+
+    round_ylabel = "held-out p99 relative L2 error"
+    round_column = ("p99 relative L2", "p99")
+
+    def round_line(self, heldout: dict, train: dict) -> str:
+        return (f"held-out relative L2 p99 {heldout['p99']:.3g} (median {heldout['median']:.3g}), "
+                f"train p99 {train['p99']:.3g}")
+
+    # -- the report (pipeline/tasks/regression_report.py draws it) ----------------------------
+    metrics_section = "regression"  # the report field holding each split's metric values
+    report_keys = ("regression", "speed", "speedup")
+
+    def build_report(self, ctx) -> dict:
+        from pipeline.tasks import regression_report
+
+        return regression_report.build(ctx)
+
+    def render(self):
+        from pipeline.tasks import regression_report
+
+        return regression_report
+
+
+REGRESSION = register_task(Regression())

@@ -13,6 +13,7 @@ classes where the data has labels. Each failure is one sentence naming the setti
 from __future__ import annotations
 
 import json
+import logging
 import os
 from dataclasses import dataclass
 
@@ -21,10 +22,11 @@ import torch
 from safetensors.torch import save as save_safetensors
 
 from pipeline.config import Config
+from pipeline.tasks import get_task
 from pipeline.errors import UserError
-from pipeline.inputs import images, space, vectors
+from pipeline.inputs import images, space
 from pipeline.inputs.images import augment
-from pipeline.inputs.seeds import SeedData, load_seed_dataset
+from pipeline.inputs.seeds import PROBE_ROWS, SeedData, load_seed
 from pipeline.resolve import add_code_dir, is_import_path
 from pipeline.run import output, rundir, storage
 from pipeline.teach.load import (
@@ -35,7 +37,7 @@ from teachers import TeacherCard, TorchTeacher, accuracy, compute_fingerprint, c
 from teachers.weights import state_dict_from_bytes, weights_to_bytes
 from teachers.wrappers import exported_input_shape
 
-PROBE_ROWS = 2  # seed inputs every imported teacher is run on before it is accepted
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -43,19 +45,6 @@ class TeacherResult:
     card: TeacherCard
     action: str  # "trained", "imported" or "reused"
     path: str  # the card
-
-
-def load_seed(cfg: Config) -> SeedData:
-    """The seed data of an image space; for a vector space, a few points of its box stand in for it
-    (what an imported teacher is probed with; there is nothing to train on, and no real test data)."""
-    t = cfg.teacher
-    if cfg.data.space == vectors.NAME:
-        points = vectors.sample_points(vectors.box_of(cfg.data.parameters), "sobol", cfg.data.seed, PROBE_ROWS)
-        return SeedData(points, None, points[:0], None, None, space=vectors.NAME)
-    try:
-        return load_seed_dataset(t.dataset, t.data_root, t.test_fraction, t.seed, t.test_data, t.image_size)
-    except ValueError as exc:
-        raise UserError(str(exc)) from exc
 
 
 def teacher_kind(cfg: Config) -> str:
@@ -135,13 +124,44 @@ def _card_beside(path: str) -> dict:
     return data
 
 
+def _arch_and_kwargs(cfg: Config, beside: dict) -> tuple[str, dict, str]:
+    """A torch checkpoint's arch and kwargs, from the card beside it where it says them, else the config.
+
+    Kwargs go with the arch they were written for: when the card's arch differs from the config's,
+    the card's kwargs build it (none: the factory's defaults), never the config's, which were meant
+    for the config's arch (a built-in's width, say). When both name one arch and both give kwargs, they
+    must agree (a one-sentence error otherwise): both claim to describe the saved weights, and a silent
+    pick could build a network other than the saved one, or fail later with a less telling message.
+    teacher.width has a default, so it never counts as such a claim. Also returns a line saying which
+    source won, logged once the teacher is accepted (a refused one gets its error line alone)."""
+    t = cfg.teacher
+    card_path = os.path.splitext(t.checkpoint)[0] + ".json"
+    arch = beside.get("arch", t.arch)
+    card_kwargs = beside.get("kwargs", {"width": beside["width"]} if "width" in beside else None)
+    if arch != t.arch:
+        kwargs, source = dict(card_kwargs or {}), "arch and kwargs from the card"
+    elif card_kwargs is None:
+        kwargs = _factory_kwargs(cfg)
+        source = "arch from the card, kwargs from the config" if "arch" in beside else "arch and kwargs from the config"
+    else:
+        differ = {k: v for k, v in t.kwargs.items() if k not in card_kwargs or card_kwargs[k] != v}
+        if differ:
+            raise UserError(f"teacher.kwargs {json.dumps(differ)} differ from the kwargs {json.dumps(card_kwargs)} in "
+                            f"{card_path}, which describe the weights in {t.checkpoint}; drop them from the config "
+                            "or correct the card.")
+        kwargs = dict(card_kwargs)
+        source = "arch and kwargs from the card" if "arch" in beside else "arch from the config, kwargs from the card"
+    where = f"beside {t.checkpoint}" if beside else f"(no card {card_path})"
+    return arch, kwargs, f"teacher: {source} {where}: {arch} with {json.dumps(kwargs)}"
+
+
 def _import(cfg: Config, seed: SeedData, kind: str) -> tuple[bytes | None, TeacherCard, object]:
     """The user's teacher: its stored content, card, and the callable that runs it."""
     t = cfg.teacher
     content: bytes | None = None
     source = f"teacher.checkpoint {t.checkpoint}" if t.checkpoint else f"teacher.arch {t.arch!r}"
     card = TeacherCard(kind=kind, input_shape=list(seed.input_shape), classes=[], dataset=t.dataset)
-    declared = None
+    declared, note = None, None
     if kind != "callable":
         if not t.checkpoint:
             raise UserError(f"teacher.kind {kind} needs teacher.checkpoint: the {'program' if kind == 'export' else 'model'} file.")
@@ -151,8 +171,7 @@ def _import(cfg: Config, seed: SeedData, kind: str) -> tuple[bytes | None, Teach
         content = storage.read_bytes(t.checkpoint)
     if kind == "torch":
         beside = _card_beside(t.checkpoint)
-        card.arch = beside.get("arch", t.arch)
-        card.kwargs = beside.get("kwargs", {"width": beside["width"]} if "width" in beside else _factory_kwargs(cfg))
+        card.arch, card.kwargs, note = _arch_and_kwargs(cfg, beside)
         declared = beside.get("input_shape")
         if beside.get("classes") and seed.classes is None:
             seed.classes = [str(c) for c in beside["classes"]]
@@ -181,6 +200,8 @@ def _import(cfg: Config, seed: SeedData, kind: str) -> tuple[bytes | None, Teach
     card.classes = _classes(seed, _probe(teacher, card, seed, source), source)
     if kind == "torch":  # rebuilt with the final class count, as every other process will
         teacher = wrap(card, content, t.checkpoint)
+    if note:
+        log.info(note)
     return content, card, teacher
 
 
@@ -239,7 +260,7 @@ def run_teacher_stage(cfg: Config) -> TeacherResult:
     kind = teacher_kind(cfg)
     imported = cfg.teacher.checkpoint is not None or kind != "torch"
     content, card, teacher = _import(cfg, seed, kind) if imported else _train(cfg, seed)
-    if seed.test_labels is not None and cfg.task.kind == "classification":
+    if seed.test_labels is not None and get_task(cfg.task.kind).measures_accuracy:
         card.test_accuracy = accuracy(teacher, _decode(seed)(seed.test_images), seed.test_labels)
     card.params = parameter_count(teacher, content if kind == "onnx" else None)
     card.fingerprint = compute_fingerprint(card, content)

@@ -23,7 +23,7 @@ from pipeline.train.data import check_resumable
 
 log = logging.getLogger(__name__)
 
-LAST = "last.ckpt"  # ModelCheckpoint(save_last=True) keeps the newest checkpoint under this name
+LAST = "last.ckpt"  # the newest checkpoint, replaced atomically by each new one
 
 
 class AtomicCheckpointIO(CheckpointIO):
@@ -46,21 +46,39 @@ class LastCheckpoint(ModelCheckpoint):
     optimizer steps (0: at the end of every epoch instead).
 
     A training_step call takes several optimizer steps (pipeline/train/data.py), so the step
-    count jumps; a checkpoint is due when it crosses a multiple, not only when it lands on one."""
+    count jumps; a checkpoint is due when it crosses a multiple, not only when it lands on one,
+    which ModelCheckpoint's every_n_train_steps does not do. So the ModelCheckpoint underneath is
+    configured to save nothing itself (no top-k, no last, no epoch trigger), its training hooks are
+    replaced rather than extended, and checkpoints go through the public trainer.save_checkpoint.
+    It stays a ModelCheckpoint so that Lightning adds no default checkpoint callback of its own and
+    runs this one after the other callbacks (the stopping rule's state is saved as of the same step)."""
 
     def __init__(self, dirpath: str, every_steps: int):
-        super().__init__(dirpath=dirpath, save_last=True, save_top_k=0, every_n_epochs=0 if every_steps else 1)
+        super().__init__(dirpath=dirpath, save_last=False, save_top_k=0, every_n_epochs=0)
         self.every_steps = every_steps
+        self.path = storage.join(dirpath, LAST)  # where resume_point looks (Lightning's dirpath may be resolved)
+        self.saved_step = 0  # optimizer steps at the last checkpoint written or resumed from
 
     def on_train_start(self, trainer, pl_module) -> None:
-        super().on_train_start(trainer, pl_module)
-        self._last_global_step_saved = trainer.global_step  # a resumed run has its checkpoint already
+        self.saved_step = trainer.global_step  # a resumed run has its checkpoint already
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx: int) -> None:
         n, step = self.every_steps, trainer.global_step
-        if n < 1 or step // n <= self._last_global_step_saved // n or self._should_skip_saving_checkpoint(trainer):
+        if n >= 1 and step // n > self.saved_step // n:
+            self._write_last(trainer)
+
+    def on_train_epoch_end(self, trainer, pl_module) -> None:
+        # After the epoch's validation and the stopping rule's update, so both are in the checkpoint.
+        if self.every_steps < 1 and trainer.global_step != self.saved_step:
+            self._write_last(trainer)
+
+    def _write_last(self, trainer) -> None:
+        if trainer.fast_dev_run:  # Lightning's smoke-test mode writes no checkpoints
             return
-        self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))
+        self.last_model_path = self.path  # set first: it is part of the checkpoint's callback state
+        # Every rank calls it (it synchronises them); the strategy has global rank 0 write.
+        trainer.save_checkpoint(self.path)
+        self.saved_step = trainer.global_step
 
 
 def read_checkpoint(path: str, map_location: Optional[Any] = None) -> dict:

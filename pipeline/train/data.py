@@ -62,9 +62,13 @@ class ResumableLoader:
                 self.consumed += len(chunk)  # counted when handed out: a checkpoint after these steps includes them
                 yield chunk
         finally:
-            shutdown = getattr(batches, "_shutdown_workers", None) or getattr(batches, "close", None)
-            if shutdown is not None:
-                shutdown()
+            # An epoch left early (stopped, failed) must not keep its loader's worker processes or
+            # open shards until garbage collection: a stream's generator is closed now, and a
+            # DataLoader's iterator shuts its workers down when its last reference goes, here.
+            close = getattr(batches, "close", None)
+            if close is not None:
+                close()
+            del batches
 
     def state_dict(self) -> dict:
         s = self.stream
@@ -102,12 +106,49 @@ def steps_per_call(checkpoint_every_steps: int) -> int:
     return min(STEPS_PER_CALL, checkpoint_every_steps) if checkpoint_every_steps > 0 else STEPS_PER_CALL
 
 
-def memory_budget(budget_mb: int | None) -> int:
-    """Bytes of training data this machine may hold in memory: `budget_mb` MiB, or a quarter of
-    its physical memory."""
-    if budget_mb is not None:
-        return budget_mb << 20
-    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") // 4
+# Where the memory limit of the container this process runs in is read; a module constant so that
+# tests can point it at a fake one. cgroup v2 first, then v1.
+CGROUP_ROOT = "/sys/fs/cgroup"
+CGROUP_LIMIT_FILES = ("memory.max", "memory/memory.limit_in_bytes")
+# Bytes. cgroup v1 reports "no limit" as a number near 2**63 (v2 writes "max"): any limit this
+# large means none.
+NO_LIMIT = 1 << 60
+
+
+def container_memory_limit(cgroup_root: str | None = None) -> int | None:
+    """The memory limit, in bytes, of this process's container (its cgroup), or None where there
+    is none or it cannot be read."""
+    root = CGROUP_ROOT if cgroup_root is None else cgroup_root
+    for name in CGROUP_LIMIT_FILES:
+        try:
+            with open(os.path.join(root, name)) as f:
+                text = f.read().strip()
+        except OSError:
+            continue
+        if text == "max":
+            return None
+        try:
+            limit = int(text)
+        except ValueError:
+            continue
+        return limit if 0 < limit < NO_LIMIT else None
+    return None
+
+
+def machine_memory(cgroup_root: str | None = None) -> int:
+    """Bytes of memory this process's machine has: its physical memory, or its container's limit
+    where that is lower (a container is killed at its limit, however much the host has)."""
+    physical = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    limit = container_memory_limit(cgroup_root)
+    return physical if limit is None else min(physical, limit)
+
+
+def memory_budget(budget_mb: int | None, processes: int = 1, cgroup_root: str | None = None) -> int:
+    """Bytes of training data one of the `processes` training processes on this machine may hold
+    in memory: an equal share of `budget_mb` MiB, or of a quarter of the machine's memory (each
+    process reads its own copy of the splits)."""
+    total = budget_mb << 20 if budget_mb is not None else machine_memory(cgroup_root) // 4
+    return total // max(1, processes)
 
 
 class ShardDataModule(L.LightningDataModule):
@@ -115,13 +156,18 @@ class ShardDataModule(L.LightningDataModule):
 
     Splits that fit in `memory_budget_mb` (for all ranks on this machine together) are read once
     into tensors (onto the GPU when training there) and batched by index; larger ones stream from
-    the shards with flat memory. Both give the same batches in the same order."""
+    the shards with flat memory. Both give the same batches in the same order.
+
+    `processes_here`: the training processes on this machine that share the budget (Ray Train
+    workers on this node); None: the trainer's devices, the DDP ranks it starts here."""
 
     def __init__(self, paths: rundir.RunPaths, batch_size: int, seed: int, loader_workers: int,
-                 steps_per_call: int = STEPS_PER_CALL, memory_budget_mb: int | None = None):
+                 steps_per_call: int = STEPS_PER_CALL, memory_budget_mb: int | None = None,
+                 processes_here: int | None = None):
         super().__init__()
         self.paths, self.batch_size, self.seed, self.loader_workers = paths, batch_size, seed, loader_workers
         self.steps_per_call, self.memory_budget_mb = steps_per_call, memory_budget_mb
+        self.processes_here = processes_here
         self.train_manifest = shards.require_manifest(paths.split("train"))
         self.heldout_manifest = shards.load_manifest(paths.split(EVAL_SPLIT))
         if self.heldout_manifest is not None:  # refused here, not after epochs of training
@@ -137,9 +183,11 @@ class ShardDataModule(L.LightningDataModule):
         return next(iter(stream))
 
     def fits_in_memory(self, ranks_here: int) -> bool:
+        """Whether this process's share of the budget, among `ranks_here` training processes on
+        this machine, holds the training and held-out splits."""
         manifests = [m for m in (self.train_manifest, self.heldout_manifest) if m is not None]
         needed = sum(shards.split_bytes(m, shards.reader.default_columns(m)) for m in manifests)
-        return needed * ranks_here <= memory_budget(self.memory_budget_mb)
+        return needed <= memory_budget(self.memory_budget_mb, ranks_here)
 
     def _stream(self, split: str, manifest: shards.Manifest, rank: int, world: int) -> shards.ShardStream:
         args = (self.paths.split(split), manifest, self.batch_size, self.seed, rank, world)
@@ -152,7 +200,7 @@ class ShardDataModule(L.LightningDataModule):
     def setup(self, stage: str) -> None:
         # Runs in every DDP process, after the process group exists: each rank builds its own slice.
         rank, world = self.trainer.global_rank, self.trainer.world_size
-        self.in_memory = self.fits_in_memory(self.trainer.num_devices)
+        self.in_memory = self.fits_in_memory(self.processes_here or self.trainer.num_devices)
         if rank == 0:
             log.info("Training data: %s.", "read once into memory" if self.in_memory else
                      "streamed from the shards (larger than train.memory_budget_mb)")

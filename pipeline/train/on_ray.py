@@ -20,7 +20,7 @@ from pipeline.config import Config
 from pipeline.run.ray_session import cluster_gpus, ray_session
 from pipeline.train.data import ShardDataModule, steps_per_call
 from pipeline.train.student import save_weights
-from pipeline.train.trainer import DDP_TIMEOUT, build_module, make_trainer, regression_scale
+from pipeline.train.trainer import DDP_TIMEOUT, build_module, make_trainer, output_scale
 
 METRICS = "metrics.json"
 
@@ -32,9 +32,12 @@ def _train_loop(config: dict) -> None:
 
 
     cfg, paths, student_dir, ckpt_path = config["cfg"], config["paths"], config["student_dir"], config["ckpt_path"]
+    # The node's memory budget is shared by the Ray Train workers on it, whatever the trainer's
+    # own device count (one per worker).
     data = ShardDataModule(paths, cfg.train.batch_size, cfg.train.seed, ray_loader_workers(cfg),
-                           steps_per_call(cfg.train.checkpoint_every_steps), cfg.train.memory_budget_mb)
-    scale = regression_scale(paths.split("train"), data.train_manifest)
+                           steps_per_call(cfg.train.checkpoint_every_steps), cfg.train.memory_budget_mb,
+                           processes_here=ray.train.get_context().get_local_world_size())
+    scale = output_scale(paths.split("train"), data.train_manifest)
     module = build_module(cfg, data.train_manifest, data.batches_per_epoch(cfg.train.num_workers), scale)
     trainer = prepare_trainer(make_trainer(cfg, student_dir, strategy=RayDDPStrategy(), devices="auto",
                                            plugins=[RayLightningEnvironment()]))

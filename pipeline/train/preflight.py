@@ -54,7 +54,7 @@ def run_preflight(module: DistillationModule, batch: dict[str, torch.Tensor], lr
     optimizer = torch.optim.Adam(params, lr=lr)
     first = last = math.nan
     for step in range(max_steps + 1):
-        loss = probe._shared_step(rows)[0]
+        loss = probe.loss_and_agreement(rows)[0]
         last = float(loss.detach())
         if not math.isfinite(last):
             raise _fail(f"the loss is {last} at step {step}")

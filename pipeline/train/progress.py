@@ -10,10 +10,12 @@ from pipeline.run import output
 
 class ProgressLines(L.Callback):
     """One progress line now and then on the first rank: steps done of all epochs', the rate, the
-    ETA, the epoch and the last epoch's training agreement."""
+    ETA, the epoch and the last epoch's training figure, in the task's words (`figure_words`:
+    "agreement", "within tolerance", ...)."""
 
-    def __init__(self):
+    def __init__(self, figure_words: str = "agreement"):
         self.progress: output.Progress | None = None
+        self.label = f"train {figure_words}"
 
     def on_train_start(self, trainer: L.Trainer, pl_module) -> None:
         if trainer.is_global_zero:
@@ -30,7 +32,7 @@ class ProgressLines(L.Callback):
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module) -> None:
         agreement = trainer.callback_metrics.get("train/agreement")
         if self.progress is not None and agreement is not None:
-            self.progress.extra["train agreement"] = float(agreement)
+            self.progress.extra[self.label] = float(agreement)
 
     def on_train_end(self, trainer: L.Trainer, pl_module) -> None:
         if self.progress is not None:

@@ -26,18 +26,18 @@ from typing import Optional
 
 from pipeline.config import Config
 from pipeline.errors import UserError
-from pipeline.inputs import space
+from pipeline.inputs import get_space, space
 from pipeline.resolve import add_code_dir
 from pipeline.run import rundir, storage
 from pipeline.train import checkpoints
 from pipeline.train.data import ShardDataModule, steps_per_call
-from pipeline.train.export import export_onnx, onnx_path
+from pipeline.train.export import export_onnx, onnx_path, record_export_failure
 from pipeline.train.on_ray import fit_on_ray
 from pipeline.train.preflight import run_preflight
 from pipeline.train.student import (
     StudentCard, load_student_dir, read_card, save_card, save_weights, student_kwargs,
 )
-from pipeline.train.trainer import build_module, loader_workers, make_trainer, on_gpu, regression_scale, world_size
+from pipeline.train.trainer import build_module, loader_workers, make_trainer, on_gpu, output_scale, world_size
 from students import DistillationModule
 from teachers import count_parameters
 
@@ -88,7 +88,7 @@ def fit_student(cfg: Config, paths: rundir.RunPaths, student_dir: str, preflight
                         f"{cfg.train.batch_size} for each of {world} rank(s): lower train.batch_size "
                         "or generate more data.")
     resume = checkpoints.resume_point(student_dir, cfg.train.resume, world, data.steps_per_call)
-    scale = regression_scale(paths.split("train"), manifest)
+    scale = output_scale(paths.split("train"), manifest)
     module = build_module(cfg, manifest, data.batches_per_epoch(world), scale)
     if preflight and resume is None:
         result = run_preflight(module, data.first_batch(), cfg.train.lr, cfg.train.preflight_steps,
@@ -127,16 +127,18 @@ def fit_student(cfg: Config, paths: rundir.RunPaths, student_dir: str, preflight
 def _ensure_export(student_dir: str) -> None:
     """Write student.onnx if it is missing. A student the exporter cannot handle (an operator ONNX
     lacks, in a user's own architecture) keeps its weights and card: the export is a convenience
-    beside student.safetensors, so its failure is reported, not fatal."""
+    beside student.safetensors, so its failure is reported, not fatal, and recorded, so that the run
+    can finish without the file (pipeline/train/export.py)."""
     if storage.exists(onnx_path(student_dir)):
         return
     try:
         student, card, _ = load_student_dir(student_dir)
-        if card.input_space != "images":  # the file takes the raw stored inputs (physical parameter values)
+        if get_space(card.input_space).exported_takes_stored:  # e.g. physical parameter values, decoding inside
             student = torch.nn.Sequential(space.decode_module(card.input_space, card.input_shape, card.parameters),
                                           student)
         export_onnx(student, card.input_shape, student_dir)
     except Exception as exc:  # torch.onnx raises several unrelated types
+        record_export_failure(student_dir, exc)
         log.warning("Could not export the student to ONNX (%s: %s); it is in %s.", type(exc).__name__, exc,
                     storage.join(student_dir, rundir.STUDENT_WEIGHTS))
 

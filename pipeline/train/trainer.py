@@ -23,7 +23,8 @@ from pipeline.train import checkpoints
 from pipeline.train.progress import ProgressLines
 from pipeline.train import faults as train_faults
 from pipeline.train.student import build_student, student_kwargs
-from pipeline.tasks.regression import target_stats
+from pipeline import shards
+from pipeline.tasks import get_task
 from students import DistillationModule
 from students.scale import OutputScale
 
@@ -35,23 +36,22 @@ DDP_TIMEOUT = timedelta(minutes=10)
 
 def build_module(cfg: Config, manifest: Manifest, steps_per_epoch: int,
                  target_scale: OutputScale | None = None) -> DistillationModule:
-    """The run's module with its seeded initial weights (the same in every process that builds it).
-    A regression run passes `target_scale` (regression_scale) from its training shards."""
+    """The run's module with its seeded initial weights (the same in every process that builds it):
+    the student, the input space's decoding and the task's objective. A task that fits an output
+    scale on the training targets passes it as `target_scale` (output_scale)."""
     L.seed_everything(cfg.train.seed, workers=True, verbose=False)
     t = cfg.train
     student = build_student(cfg.student.arch, student_kwargs(cfg.student), manifest.input_shape, manifest.num_classes)
     decode = space.decode_module(manifest.input_space, manifest.input_shape, manifest.parameters)
-    return DistillationModule(student, decode, manifest.num_classes, lr=t.lr, temperature=t.temperature,
-                              loss=cfg.loss, schedule=t.schedule, steps_per_epoch=steps_per_epoch,
-                              target_scale=target_scale, tolerance=cfg.task.tolerance,
-                              margin_weight=cfg.margin_weight)
+    objective = get_task(manifest.task).objective(cfg, target_scale)
+    return DistillationModule(student, decode, objective, lr=t.lr, schedule=t.schedule, steps_per_epoch=steps_per_epoch)
 
 
-def regression_scale(split_dir: str, manifest: Manifest) -> OutputScale | None:
-    """Per-output standardisation from the training shards, for a regression run (else None)."""
-    if manifest.task != "regression":
-        return None
-    return OutputScale(*target_stats(split_dir, manifest))
+def output_scale(split_dir: str, manifest: Manifest) -> OutputScale | None:
+    """What the task fits on the training targets to scale the student's outputs (regression: the
+    per-output standardisation), or None."""
+    return get_task(manifest.task).output_scale(
+        lambda: shards.iter_batches(split_dir, manifest, 65536, columns=(manifest.target_column,)))
 
 
 class PlateauStop(EarlyStopping):
@@ -71,14 +71,11 @@ class PlateauStop(EarlyStopping):
 
 def stopping_rule(cfg: Config) -> EarlyStopping:
     """Training stops when it no longer improves on the training shards (never on a validation
-    loss: overfitting is the goal), once the learning rate is low (PlateauStop). A classifier
-    watches training agreement; a regression watches its training loss, which keeps falling by
-    orders of magnitude long after the share within tolerance is 0 or 1, so any fall at all counts
-    as progress."""
+    loss: overfitting is the goal), once the learning rate is low (PlateauStop). Which training
+    figure is watched, and what counts as a rise, is the task's (a classifier's agreement, a
+    regression's loss)."""
     t = cfg.train
-    regression = cfg.task.kind == "regression"
-    return PlateauStop(t.lr, t.schedule == "constant", monitor="train/loss" if regression else "train/agreement",
-                       mode="min" if regression else "max", min_delta=0.0 if regression else t.min_delta,
+    return PlateauStop(t.lr, t.schedule == "constant", **get_task(cfg.task.kind).stopping(cfg),
                        patience=t.patience, check_on_train_epoch_end=True)
 
 
@@ -121,7 +118,8 @@ def make_trainer(cfg: Config, student_dir: str, strategy=None, devices=None, plu
             stopping_rule(cfg),
             checkpoints.LastCheckpoint(checkpoints.checkpoint_dir(student_dir), t.checkpoint_every_steps),
             LearningRateMonitor(logging_interval="epoch"),
-            TQDMProgressBar(refresh_rate=PROGRESS_REFRESH_CALLS) if output.bars() else ProgressLines(),
+            TQDMProgressBar(refresh_rate=PROGRESS_REFRESH_CALLS) if output.bars()
+            else ProgressLines(get_task(cfg.task.kind).figure_words),
             *train_faults.from_environment(),
         ],
         reload_dataloaders_every_n_epochs=1,

@@ -6,7 +6,7 @@ import numpy as np
 from matplotlib.colors import LogNorm
 from matplotlib.figure import Figure
 
-from pipeline.evaluate.plots import STUDENT_COLOR, TEACHER_COLOR, _png
+from pipeline.tasks.plotting import STUDENT_COLOR, TEACHER_COLOR, _png
 
 
 def predicted_vs_true(details: dict) -> bytes:
@@ -90,3 +90,35 @@ def figures(report) -> dict[str, tuple[str, bytes]]:
         out["heatmap"] = (("Where in the parameter box the error sits: the mean held-out error on a grid of two "
                           "parameters."), error_heatmap(details))
     return out
+
+
+def sweep(sweep: dict) -> bytes:
+    """The held-out relative error at the sweep's quantile against student size, one point per student."""
+    from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
+
+    q = sweep.get("quantile", "p95")
+    trials = sorted(sweep["trials"], key=lambda t: t["params"])
+    fig = Figure(figsize=(6.4, 4))
+    ax = fig.subplots()
+    for split, style, color in (("train", "--o", TEACHER_COLOR), ("heldout", "-o", STUDENT_COLOR)):
+        points = [(t["params"], (t["rel_l2"][split] or {}).get(q)) for t in trials]
+        points = [(p, v) for p, v in points if v is not None and v > 0]
+        ax.plot([p for p, _ in points], [v for _, v in points], style, color=color, label=f"{split} {q}")
+    if sweep.get("target") is not None:
+        ax.axhline(sweep["target"], color="grey", linestyle=":", label=f"bar {sweep['target']:g}")
+    smallest = sweep.get("smallest")
+    if smallest is not None and (smallest["rel_l2"]["heldout"] or {}).get(q):
+        ax.plot([smallest["params"]], [smallest["rel_l2"]["heldout"][q]], "*", color="black", markersize=14,
+                label=f"smallest within the bar: {smallest['name']}")
+    ax.set_xscale("log")
+    ax.xaxis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))
+    ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+    ax.xaxis.set_minor_formatter(NullFormatter())
+    if ax.has_data():
+        ax.set_yscale("log")
+        ax.legend(fontsize=8)
+    ax.set_xlabel("student parameters (log scale)")
+    ax.set_ylabel(f"relative L2 error {q}")
+    ax.set_title("capacity sweep: error vs size")
+    ax.grid(alpha=0.3, which="both")
+    return _png(fig)
