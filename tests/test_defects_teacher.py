@@ -108,7 +108,7 @@ def _teacher_stage(tmp_path, capsys, *args):
     return status, capsys.readouterr().err.strip()
 
 
-def test_card_arch_is_built_with_the_card_kwargs_not_the_config_width(user_teacher, capsys):
+def test_card_arch_and_kwargs_win_and_the_log_says_so(user_teacher, capsys):
     (user_teacher / "teacher.json").write_text(json.dumps({"arch": "defect_models:build", "kwargs": {"dim": 6}}))
     status, err = _teacher_stage(user_teacher, capsys)
     assert status == 0, err

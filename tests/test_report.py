@@ -47,7 +47,7 @@ def test_report_json_keeps_the_contract(evaluated):
         assert 0 <= m["top1"] <= m["top5"] <= 1 and m["kl"] >= 0
     assert 0 <= data["accuracy"]["teacher"] <= 1 and 0 <= data["accuracy"]["student"] <= 1
     assert isinstance(data["params"]["teacher"], int) and isinstance(data["params"]["student"], int)
-    assert data["gate"] == {"min_agreement": 0.0, "max_rel_error": None, "rel_error_quantile": "p95", "passed": True}
+    assert data["gate"] == {"min_agreement": 0.0, "passed": True}  # the task's bar only (no regression keys)
 
 
 def test_every_split_is_counted_exactly(evaluated):

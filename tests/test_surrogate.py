@@ -153,3 +153,41 @@ def test_adaptive_rounds_on_a_simulator_whose_actors_hold_every_core(code, tmp_p
     manifest = json.load(open(out / "shards" / "train" / "manifest.json"))
     kinds = [s["provenance"]["kinds"] for s in manifest["shards"] if s.get("round")]
     assert kinds == [{"sobol-cloud": 256}]
+
+
+CLASSIFICATION_KEYS = ("agreement", "accuracy", "classes", "calibration", "reliability", "per_class_agreement",
+                       "confusion", "latency", "gallery", "min_agreement")
+
+
+def test_a_regression_run_speaks_of_regression_only(surrogate_run):
+    """report.json, report.md, report.html and the progress lines carry nothing of classification."""
+    out, proc = surrogate_run
+    report = json.load(open(out / "report.json"))
+    assert not [k for k in CLASSIFICATION_KEYS if k in report], sorted(report)
+    assert set(report["gate"]) == {"max_rel_error", "rel_error_quantile", "passed"}
+    for page in ("report.md", "report.html"):
+        text = (out / page).read_text()
+        assert "Surrogate report" in text and "agreement" not in text.lower(), page
+    progress = [line for line in proc.stderr.splitlines() if line.startswith("train")]
+    assert progress and not any("agreement" in line for line in progress), progress
+    assert any("train within tolerance" in line for line in proc.stderr.splitlines()), proc.stderr[-2000:]
+
+
+def test_sweep_finds_the_smallest_surrogate_within_a_relative_error(surrogate_run, code, capsys):
+    from pipeline.__main__ import main
+
+    out, _ = surrogate_run
+    report = json.load(open(out / "report.json"))
+    bar = report["regression"]["heldout"]["rel_l2"]["p95"] * 4  # the run's own student (width 32) is within it
+    status = main(["sweep", str(out), "--code_dir", str(code), "--max-rel-error", str(bar), "--sweep.widths",
+                   "[4, 32]", "--eval.latency_seconds", "0.02"])
+    printed = capsys.readouterr()
+    assert status == 0, printed.err[-3000:]
+    sweep = json.load(open(out / "sweep" / "sweep.json"))
+    assert sweep["target"] == bar and sweep["quantile"] == "p95" and sweep["task"] == "regression"
+    within = [t for t in sweep["trials"] if t["rel_l2"]["heldout"]["p95"] <= bar]
+    assert sweep["smallest"]["name"] == min(within, key=lambda t: t["params"])["name"]
+    assert f"smallest student within held-out relative L2 error p95 {bar}: {sweep['smallest']['name']}" in printed.out
+    assert "agreement" not in printed.out
+    redrawn = json.load(open(out / "report.json"))
+    assert redrawn["sweep"]["smallest"]["name"] == sweep["smallest"]["name"] and "agreement" not in redrawn

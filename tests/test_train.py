@@ -14,6 +14,7 @@ from safetensors.torch import load_file
 
 from pipeline.inputs.images import ImageDecode
 from pipeline.run.rundir import RunPaths
+from pipeline.tasks.classification import LogitObjective
 from tests.conftest import cli as run_cli
 from pipeline.train.stage import run_train_stage
 from pipeline.train.faults import TRAIN_FAULT
@@ -35,11 +36,11 @@ def test_student_memorises_one_batch():
     """The module, loss and optimizer together can drive the loss on a fixed batch to near zero."""
     torch.manual_seed(0)
     student = STUDENTS.build("mlp", input_shape=(1, 8, 8), num_outputs=10, width=64, depth=2)
-    module = DistillationModule(student, ImageDecode((1, 8, 8)), 10, temperature=2.0)
+    module = DistillationModule(student, ImageDecode((1, 8, 8)), LogitObjective("kl", 2.0, 0.0))
     batch = {"input": torch.randint(0, 256, (32, 64), dtype=torch.uint8), "logits": (3 * torch.randn(32, 10)).half()}
     optimizer = torch.optim.Adam(student.parameters(), lr=3e-3)
     for _ in range(300):
-        loss, _ = module._shared_step(batch)
+        loss, _ = module.loss_and_agreement(batch)
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
@@ -51,7 +52,8 @@ def test_learning_rate_schedules(schedule):
     import lightning as L
 
     student = STUDENTS.build("mlp", input_shape=(1, 8, 8), num_outputs=10, width=8, depth=1)
-    module = DistillationModule(student, ImageDecode((1, 8, 8)), 10, lr=1e-2, schedule=schedule, steps_per_epoch=10)
+    module = DistillationModule(student, ImageDecode((1, 8, 8)), LogitObjective("kl", 1.0, 0.0), lr=1e-2,
+                                schedule=schedule, steps_per_epoch=10)
     module.trainer = L.Trainer(max_epochs=3, logger=False, enable_checkpointing=False, enable_progress_bar=False)
     configured = module.configure_optimizers()
     optimizer = configured["optimizer"] if isinstance(configured, dict) else configured

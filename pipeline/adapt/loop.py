@@ -47,6 +47,7 @@ from pipeline.label.pool import LabelerPool
 from pipeline.label.stage import generator_hash, label_split
 from pipeline.run import output, rundir, storage
 from pipeline.run.ray_session import ray_session
+from pipeline.run.lock import locked
 from pipeline.shards.manifest import sha256_of
 from pipeline.tasks import get_task
 from pipeline.teach.load import read_card
@@ -232,6 +233,7 @@ def _write_rounds(cfg: Config, paths: rundir.RunPaths, history: dict[int, dict])
         "gallery": _gallery(paths, sorted(history))})
 
 
+@locked
 def run_adapt(cfg: Config) -> AdaptResult:
     """The rounds after the label stage has labeled round 0 (and the held-out shards); ends with the
     last round's student in DIR/student."""

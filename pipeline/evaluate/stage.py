@@ -37,6 +37,7 @@ from pipeline.resolve import add_code_dir
 from pipeline.run import rundir, storage
 from pipeline.run.ray_session import ray_session
 from pipeline.run.rundir import SPLITS
+from pipeline.run.lock import locked
 from pipeline.tasks import get_task
 from pipeline.tasks.metrics import Outputs, SplitMetrics
 from pipeline.teach.load import load_teacher
@@ -218,6 +219,7 @@ def _write_report(paths: rundir.RunPaths, report: Report) -> None:
     write_report(paths, report)
 
 
+@locked
 def run_eval_stage(cfg: Config) -> Report:
     paths = rundir.prepare(cfg)
     add_code_dir(cfg.code_dir)

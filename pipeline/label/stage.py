@@ -41,7 +41,7 @@ from pipeline.label.pool import LOST_WORK, LabelerPool
 from pipeline.label.repair import damaged_splits
 from pipeline.resolve import add_code_dir
 from pipeline.run import output, rundir, storage
-from pipeline.run.lock import output_lock
+from pipeline.run.lock import locked
 from pipeline.run.ray_session import ray_session
 from pipeline.run.rundir import SPLITS
 from pipeline.teach.load import read_card
@@ -223,12 +223,11 @@ def _remove_leftovers(split_dir: str) -> None:
             fs.delete_file(info.path)
 
 
+@locked
 def run_label_stage(cfg: Config, seed: SeedData | None = None) -> LabelResult:
     """Label the run's train and held-out shards. `seed` replaces the configured seed dataset's
     images (for pipelines that bring their own)."""
-    paths = rundir.prepare(cfg)
-    with output_lock(cfg.out):
-        return _label_stage(cfg, paths, seed)
+    return _label_stage(cfg, rundir.prepare(cfg), seed)
 
 
 def _label_stage(cfg: Config, paths: rundir.RunPaths, seed: SeedData | None) -> LabelResult:

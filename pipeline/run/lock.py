@@ -13,12 +13,14 @@ from __future__ import annotations
 import fcntl
 import os
 import socket
+import functools
 from contextlib import contextmanager
-from typing import Iterator
+from typing import Callable, Iterator, TypeVar
 
 from pipeline.run import storage
 from pipeline.errors import UserError
 
+Stage = TypeVar("Stage", bound=Callable)
 LOCK_NAME = ".lock"
 _held: set[str] = set()  # lock paths this process holds
 RUN_BUSY = "{out} is in use by another run ({holder}); wait for it to finish or use another --out."
@@ -58,3 +60,16 @@ def output_lock(out: str, busy: str = RUN_BUSY) -> Iterator[None]:
             os.unlink(path)
             os.rmdir(local)
         os.close(fd)  # closing releases the flock
+
+
+def locked(stage: Stage) -> Stage:
+    """A stage function `stage(cfg, ...)` that holds cfg.out's lock while it runs: a stage called
+    from Python (the README's "Using the stages from Python") is as safe from a second writer as the
+    command line, which takes the same lock around every command."""
+
+    @functools.wraps(stage)
+    def run_locked(cfg, *args, **kwargs):
+        with output_lock(cfg.out):
+            return stage(cfg, *args, **kwargs)
+
+    return run_locked  # type: ignore[return-value]

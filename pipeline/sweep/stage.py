@@ -34,6 +34,7 @@ from pipeline.run.ray_session import ray_session
 from pipeline.evaluate.render import write_report
 from pipeline.evaluate.report import load_report
 from pipeline.run.rundir import SPLITS, SWEEP_DIR
+from pipeline.run.lock import locked
 from pipeline.tasks import Task, get_task
 from pipeline.teach.load import load_teacher
 from pipeline.train.stage import fit_student
@@ -178,6 +179,7 @@ def _run_trials(cfg: Config, trials: list[Trial], on_done) -> list[dict]:
     return results
 
 
+@locked
 def run_sweep(cfg: Config, on_done=lambda result, done, total: None) -> dict:
     paths = rundir.prepare(cfg)
     teacher, card = _check_ready(cfg, paths)

@@ -79,7 +79,7 @@ def figures(report) -> dict[str, tuple[str, bytes]]:
     out: dict[str, tuple[str, bytes]] = {}
     if details.get("scatter"):
         out["predicted_vs_true"] = (("Held-out outputs: the student's values against the simulator's (the line is "
-                                    "perfect agreement)."), predicted_vs_true(details))
+                                    "student = simulator)."), predicted_vs_true(details))
     if details.get("histogram"):
         out["error_histogram"] = ("Per-sample relative L2 error on the held-out shards.",
                                   error_histogram(details, report.regression.get("tolerance")))

@@ -29,6 +29,7 @@ from pipeline.inputs.images import augment
 from pipeline.inputs.seeds import PROBE_ROWS, SeedData, load_seed
 from pipeline.resolve import add_code_dir, is_import_path
 from pipeline.run import output, rundir, storage
+from pipeline.run.lock import locked
 from pipeline.teach.load import (
     callable_target, declared_version, exported_program, onnx_teacher, read_card, read_content, teacher_file,
     torch_module, wrap,
@@ -136,23 +137,25 @@ def _arch_and_kwargs(cfg: Config, beside: dict) -> tuple[str, dict, str]:
     source won, logged once the teacher is accepted (a refused one gets its error line alone)."""
     t = cfg.teacher
     card_path = os.path.splitext(t.checkpoint)[0] + ".json"
+    aside = ""
     arch = beside.get("arch", t.arch)
     card_kwargs = beside.get("kwargs", {"width": beside["width"]} if "width" in beside else None)
     if arch != t.arch:
         kwargs, source = dict(card_kwargs or {}), "arch and kwargs from the card"
+        aside = f" (not teacher.arch {t.arch!r} and its kwargs)"
     elif card_kwargs is None:
         kwargs = _factory_kwargs(cfg)
         source = "arch from the card, kwargs from the config" if "arch" in beside else "arch and kwargs from the config"
     else:
         differ = {k: v for k, v in t.kwargs.items() if k not in card_kwargs or card_kwargs[k] != v}
         if differ:
-            raise UserError(f"teacher.kwargs {json.dumps(differ)} differ from the kwargs {json.dumps(card_kwargs)} in "
-                            f"{card_path}, which describe the weights in {t.checkpoint}; drop them from the config "
-                            "or correct the card.")
+            raise UserError(f"teacher.kwargs {json.dumps(differ, default=str)} differ from the kwargs "
+                            f"{json.dumps(card_kwargs)} in {card_path}, which describe the weights in {t.checkpoint}; "
+                            "drop them from the config or correct the card.")
         kwargs = dict(card_kwargs)
         source = "arch and kwargs from the card" if "arch" in beside else "arch from the config, kwargs from the card"
     where = f"beside {t.checkpoint}" if beside else f"(no card {card_path})"
-    return arch, kwargs, f"teacher: {source} {where}: {arch} with {json.dumps(kwargs)}"
+    return arch, kwargs, f"teacher: {source} {where}: {arch} with {json.dumps(kwargs, default=str)}{aside}"
 
 
 def _import(cfg: Config, seed: SeedData, kind: str) -> tuple[bytes | None, TeacherCard, object]:
@@ -248,6 +251,7 @@ def parameter_count(teacher, onnx_model: bytes | None) -> int | None:
     return None
 
 
+@locked
 def run_teacher_stage(cfg: Config) -> TeacherResult:
     paths = rundir.prepare(cfg, create=True)
     add_code_dir(cfg.code_dir)

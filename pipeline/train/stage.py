@@ -29,6 +29,7 @@ from pipeline.errors import UserError
 from pipeline.inputs import get_space, space
 from pipeline.resolve import add_code_dir
 from pipeline.run import rundir, storage
+from pipeline.run.lock import locked
 from pipeline.train import checkpoints
 from pipeline.train.data import ShardDataModule, steps_per_call
 from pipeline.train.export import export_onnx, onnx_path, record_export_failure
@@ -143,6 +144,7 @@ def _ensure_export(student_dir: str) -> None:
                     storage.join(student_dir, rundir.STUDENT_WEIGHTS))
 
 
+@locked
 def run_train_stage(cfg: Config) -> TrainResult:
     paths = rundir.prepare(cfg)
     add_code_dir(cfg.code_dir)
