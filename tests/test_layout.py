@@ -42,7 +42,15 @@ def imports_of(path: pathlib.Path, modules: dict) -> set[str]:
         else:
             continue
         found |= {name for name in names if name in modules}
-    return found
+    # Importing pipeline.a.b from outside package pipeline.a first runs pipeline/a/__init__.py: that
+    # package's __init__ is imported too. (Inside its own package a module's package is already loading.)
+    own = set(_packages_of(module_name(path), modules)) | {module_name(path)}
+    return found | {pkg for name in found for pkg in _packages_of(name, modules) if pkg not in own}
+
+
+def _packages_of(name: str, modules: dict) -> set[str]:
+    parts = name.split(".")
+    return {".".join(parts[:i]) for i in range(2, len(parts)) if ".".join(parts[:i]) in modules}
 
 
 def external_imports_of(path: pathlib.Path) -> set[str]:
@@ -144,3 +152,12 @@ def test_the_checks_catch_a_wrong_way_import_and_a_cycle(graph):
                                        "pipeline.shards.reader -> pipeline.train.stage"]
     broken["pipeline.run.storage"].add("pipeline.shards.manifest")  # the manifest imports storage
     assert ["pipeline.run.storage", "pipeline.shards.manifest"] in cycles_of(broken)
+
+
+def test_a_cycle_through_package_inits_is_caught(graph):
+    """pipeline.shards' __init__ imports its reader; a reader that imported the inputs package, whose
+    image module read the shards' schema, would meet a package half-initialised."""
+    broken = {k: set(v) for k, v in graph.items()}
+    broken["pipeline.inputs.images"] |= {"pipeline.shards.schema", "pipeline.shards"}
+    broken["pipeline.shards.reader"] |= {"pipeline.inputs"}
+    assert any({"pipeline.shards", "pipeline.inputs"} <= set(c) for c in cycles_of(broken))

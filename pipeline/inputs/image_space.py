@@ -15,6 +15,7 @@ class ImageSpace(InputSpace):
     stored_item_bytes = 1
     # The exported student takes float images (÷ 255), as the teacher does: what a server feeds a model.
     exported_takes_stored = False
+    uses_seed_images = True
     ranks_generated_inputs = True
 
     def seed_images(self, cfg) -> np.ndarray:

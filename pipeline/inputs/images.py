@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from PIL import Image
 
 from pipeline.config import DataConfig
-from pipeline.shards.schema import KINDS
+from pipeline.inputs.space import KINDS
 
 NAME = "images"
 STORED_DTYPE = np.uint8  # pixels exactly as the teacher saw them; a quarter of float32's bytes

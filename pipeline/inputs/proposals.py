@@ -25,7 +25,7 @@ import torch
 from pipeline.config import AdaptConfig, DataConfig
 from pipeline.inputs.images import augment
 from pipeline.inputs.vectors import Box
-from pipeline.shards.schema import KINDS
+from pipeline.inputs.space import KINDS
 
 WARP, MIXUP, CLOUD, LEAST_SURE = "warp", "mixup", "sobol-cloud", "least-sure"  # proposal kinds (provenance)
 PROPOSAL_KINDS = (WARP, MIXUP, CLOUD, LEAST_SURE)

@@ -25,6 +25,9 @@ import torch
 
 from pipeline.errors import UserError
 
+# How an input was made: the shards' int8 `kind` column indexes this tuple (pipeline/shards/schema.py).
+KINDS = ("augment", "mixup", "noise", "sobol", "lhs", "grid")
+
 
 class InputSpace:
     """The interface every kind of input implements (see the module docstring)."""
@@ -32,6 +35,7 @@ class InputSpace:
     name: str = ""
     stored_item_bytes: int = 4  # bytes of one stored value (the reader's in-memory estimate)
     exported_takes_stored: bool = True  # the student's ONNX file takes stored inputs (its decoding inside)
+    uses_seed_images: bool = False  # generation starts from seed images (which a caller may replace)
     ranks_generated_inputs: bool = False  # active rounds may spend labels on generated inputs a student is least sure of
 
     def check_config(self, cfg) -> None:

@@ -22,6 +22,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from pipeline.inputs.space import KINDS
+
 NAME = "vectors"
 STORED_DTYPE = np.float32
 SAMPLERS = ("sobol", "lhs", "grid")
@@ -72,7 +74,6 @@ def box_dicts(box: Box) -> list[dict]:
 def generate_vectors(box: Box, sampler: str, seed: int, count: int, shard_index: int,
                      grid_points: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """A shard's points (float32 [n, D]) and their kinds (int8 indices into the schema's KINDS)."""
-    from pipeline.shards.schema import KINDS
 
     points = sample_points(box, sampler, seed, count, shard_index, grid_points)
     return points, np.full(len(points), KINDS.index(sampler), dtype=np.int8)

@@ -31,8 +31,8 @@ import ray
 from pipeline import shards
 from pipeline.config import Config, fingerprint, result_fields
 from pipeline.errors import RetriesExhausted, UserError
-from pipeline.inputs import vectors
-from pipeline.inputs.images import generate_inputs, shard_seed
+from pipeline.inputs import get_space
+from pipeline.inputs.images import shard_seed
 from pipeline.inputs.seeds import SeedData
 from pipeline.label import faults
 from pipeline.label.actor import ShardJob, TeacherFailed
@@ -45,7 +45,6 @@ from pipeline.run.lock import locked
 from pipeline.run.ray_session import ray_session
 from pipeline.run.rundir import SPLITS
 from pipeline.teach.load import read_card
-from pipeline.inputs.seeds import load_seed
 from teachers import TeacherCard
 
 MANIFEST_SAVE_INTERVAL_S = 2.0  # rewriting the manifest after every shard is O(shards^2) at scale
@@ -81,7 +80,7 @@ def generator_hash(cfg: Config, seed_images: np.ndarray | None) -> str:
 
 
 def _parameters(cfg: Config) -> list[dict] | None:
-    return vectors.box_dicts(vectors.box_of(cfg.data.parameters)) if cfg.data.space == vectors.NAME else None
+    return get_space(cfg.data.space).card_parameters(cfg)
 
 
 def label_split(cfg: Config, paths: rundir.RunPaths, split: str, planned: int, base_seed: int, card: TeacherCard,
@@ -236,28 +235,21 @@ def _label_stage(cfg: Config, paths: rundir.RunPaths, seed: SeedData | None) -> 
     if cfg.label.top_k is not None and cfg.label.top_k >= card.num_outputs:
         raise UserError(f"label.top_k = {cfg.label.top_k} keeps every one of the teacher's {card.num_outputs} classes; "
                         "leave it unset, or choose fewer.")
-    vector_space = cfg.data.space == vectors.NAME
-    if not vector_space:
-        seed = seed if seed is not None else load_seed(cfg)
-    gen_hash = generator_hash(cfg, None if vector_space else seed.train_images)
+    space = get_space(cfg.data.space)
+    if space.uses_seed_images:
+        seed_images = seed.train_images if seed is not None else space.seed_images(cfg)
+    else:
+        seed_images = None
+    gen_hash = generator_hash(cfg, seed_images)
     damaged = damaged_splits(cfg, paths, card.fingerprint, gen_hash)
     # With adapt.rounds, only round 0's share of the training shards is uniform (pipeline/adapt/).
     plan = {"train": (cfg.adapt.round_shards(cfg.data.shards)[0], cfg.data.seed), "heldout": (cfg.data.heldout_shards, cfg.data.heldout_seed)}
     result = LabelResult()
     with ray_session(cfg.address, cfg.code_dir):
-        if vector_space:
-            box = vectors.box_of(cfg.data.parameters)
+        seed_ref = None if seed_images is None else ray.put(seed_images)  # one copy for every task and actor
 
-            def generate(job: ShardJob) -> Generation:
-                # Held-out points are Sobol points whatever the training sampler: off any grid.
-                sampler = cfg.data.sampler if job.split == "train" else "sobol"
-                return Generation(vectors.generate_vectors,
-                                  (box, sampler, job.seed, job.count, job.index, cfg.data.grid_points))
-        else:
-            seed_ref = ray.put(seed.train_images)
-
-            def generate(job: ShardJob) -> Generation:
-                return Generation(generate_inputs, (seed_ref, cfg.data, job.seed, job.count))
+        def generate(job: ShardJob) -> Generation:
+            return Generation(*space.generation(cfg, seed_ref, job.split, job.seed, job.count, job.index))
 
         # Actors start on first need: a rerun with every shard in place loads no teacher.
         labelers = functools.cache(lambda: LabelerPool(cfg, paths, card, cfg.data.space))

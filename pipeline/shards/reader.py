@@ -41,6 +41,7 @@ from torch.utils.data import IterableDataset, get_worker_info
 
 from pipeline.run import storage
 from pipeline.errors import UserError
+from pipeline.inputs.space import get_space
 from pipeline.shards.manifest import Manifest, ShardRecord, require_intact
 from pipeline.shards.schema import dense_logits, field_dtype
 
@@ -267,9 +268,6 @@ def split_bytes(manifest: Manifest, columns: Sequence[str]) -> int:
     per_row = 0
     for name in columns:
         if name == "input":
-            # Imported here: the inputs package reads shards' schema, so it loads after this package.
-            from pipeline.inputs import get_space
-
             per_row += int(np.prod(manifest.input_shape)) * get_space(manifest.input_space).stored_item_bytes
         elif name == "logits":
             # float16 as stored; float32 from schema.dense_logits for a top-k split.

@@ -29,11 +29,12 @@ import json
 import numpy as np
 import pyarrow as pa
 
+from pipeline.inputs.space import KINDS  # the `kind` column's values: how an input was made
+
 # 2: `input` is fixed_size_binary (was fixed_size_list<uint8>).
 # 3: every array column is fixed_size_binary with its dtype in the field metadata (the logits were
 #    fixed_size_list<float16>).
 SCHEMA_VERSION = 3
-KINDS = ("augment", "mixup", "noise", "sobol", "lhs", "grid")  # how an input was made
 META_PREFIX = "distillery."
 DTYPE_KEY = f"{META_PREFIX}dtype".encode()
 

@@ -58,7 +58,8 @@ class Task:
         """The teacher's float32 outputs [n, K] as stored, and which rows are finite. Non-finite rows
         would poison training: they are dropped and counted, never written. (float16 overflows past
         65504, so the check comes after the cast.)"""
-        stored = np.asarray(outputs).astype(self.dtype)
+        with np.errstate(over="ignore"):  # an overflow is a non-finite row, dropped below
+            stored = np.asarray(outputs).astype(self.dtype)
         finite = np.isfinite(stored).all(axis=1) if stored.ndim == 2 else np.zeros(len(stored), bool)
         return stored, finite
 
