@@ -460,6 +460,13 @@ class TaskConfig:
     tolerance: float = 0.01
     """Regression: a sample agrees when its relative L2 error is at most this (the training
     `agreement` and the report's fraction within tolerance)."""
+    target_transform: Literal["auto", "none", "log", "asinh"] = field(default="auto",
+                                                                      metadata={"omit_when_default": True})
+    """Regression: how targets are transformed before they are standardised for training. auto
+    (the default) chooses from the training targets: log when they are >= 0 and the samples' scales
+    span two decades or more, asinh (a signed log) when such targets cross zero, none otherwise;
+    the choice is printed, kept with the student and explained in the report. The student still
+    returns physical values, and errors are measured on them."""
 
     def __post_init__(self) -> None:
         _check(self.tolerance > 0, f"task.tolerance must be positive, got {self.tolerance}.")
@@ -510,7 +517,8 @@ def result_fields(obj: Any) -> dict:
         if f.metadata.get("execution_only"):
             continue
         value = getattr(obj, f.name)
-        if f.metadata.get("omit_when_default") and value == f.default_factory():
+        if f.metadata.get("omit_when_default") and value == (
+                f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default):
             continue
         if isinstance(value, list):
             value = [result_fields(v) if dataclasses.is_dataclass(v) else v for v in value]

@@ -53,10 +53,24 @@ class Regression(Task):
         if cfg.label.top_k is not None:
             raise ConfigError("label.top_k is for classification logits, not regression.")
 
-    def output_scale(self, target_batches: Callable[[], Iterable[dict]]) -> OutputScale:
+    def output_scale(self, cfg, target_batches: Callable[[], Iterable[dict]]) -> OutputScale:
+        """The transform task.target_transform asks for (auto: chosen from a sample of the training
+        targets, pipeline/tasks/target_transforms.py), then the per-output standardisation of the
+        transformed targets over every training row."""
+        from pipeline.errors import UserError
+        from pipeline.tasks import target_transforms
         from pipeline.tasks.regression_metrics import target_stats
+        from students.scale import forward_transform
 
-        return OutputScale(*target_stats(target_batches()))
+        try:
+            chosen = target_transforms.choose(cfg.task.target_transform,
+                                              target_transforms.sample_targets(target_batches()))
+        except ValueError as exc:
+            raise UserError(str(exc)) from exc
+        mean, std = target_stats(target_batches(), lambda y: forward_transform(chosen.name, chosen.value, y))
+        scale = OutputScale(mean, std, chosen.name, chosen.value)
+        scale.reason = chosen.reason  # recorded in the student's card
+        return scale
 
     def objective(self, cfg, scale) -> ValueObjective:
         return ValueObjective(self.loss(cfg), scale, cfg.task.tolerance)

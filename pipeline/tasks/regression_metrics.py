@@ -18,13 +18,13 @@ from students.losses import relative_error
 QUANTILES = {"median": 50, "p95": 95, "p99": 99, "max": 100}
 
 
-def target_stats(batches: Iterable[dict]) -> tuple[list[float], list[float]]:
-    """Per-output mean and standard deviation over every training row (one pass over `batches` of the
-    "targets" column, float64 sums). A constant output gets std 1, so standardising leaves it at 0
-    rather than dividing by zero."""
+def target_stats(batches: Iterable[dict], transform=lambda y: y) -> tuple[list[float], list[float]]:
+    """Per-output mean and standard deviation of `transform(targets)` over every training row (one
+    pass over `batches` of the "targets" column, float64 sums). A constant output gets std 1, so
+    standardising leaves it at 0 rather than dividing by zero."""
     count, total, squares = 0, None, None
     for batch in batches:
-        y = batch["targets"].double()
+        y = transform(batch["targets"].double())
         count += len(y)
         total = y.sum(0) if total is None else total + y.sum(0)
         squares = (y * y).sum(0) if squares is None else squares + (y * y).sum(0)

@@ -39,7 +39,8 @@ def build(ctx) -> dict:
     student = ctx.student_speed()
     if student is not None:
         speed["student"] = student
-    return {"regression": {**values, "tolerance": ctx.cfg.task.tolerance, "parameters": names, "details": details},
+    return {"regression": {**values, "tolerance": ctx.cfg.task.tolerance, "parameters": names, "details": details,
+                           "target_transform": card.target_transform},
             "speed": speed, "speedup": speedup(speed["teacher"], student) if student is not None else None}
 
 
@@ -87,6 +88,12 @@ def summary_lines(report) -> list[str]:
                      f"{s['samples_per_s_batch1024']:,.0f} samples/s at batch 1024 ({s['threads_batch1024']} threads, "
                      f"{x['batch1024']:,.0f}x faster) and {s['samples_per_s_batch1']:,.0f} at batch 1 (1 thread)")
     lines.append(f"parameters: student {report.params.get('student', 0):,}")
+    transform = (report.regression or {}).get("target_transform")
+    if transform and transform.get("name"):
+        parameter = {"log": f", floor {transform['value']:.3g}",
+                     "asinh": f", linear within ±{transform['value']:.3g}"}.get(transform["name"], "")
+        lines.append(f"targets: transform {transform['name']}{parameter} before standardising "
+                     f"({transform.get('reason', '')}); errors are measured on physical values")
     for split, message in (report.first_errors or {}).items():
         if message:
             lines.append(f"{report.rejected_rows.get(split, 0)} {split} rows rejected; the simulator's first failure: {message}")

@@ -79,9 +79,9 @@ class Task:
         return cfg.train.max_epochs
 
     # -- training ----------------------------------------------------------------------------
-    def output_scale(self, target_batches: Callable[[], Iterable[dict]]):
+    def output_scale(self, cfg, target_batches: Callable[[], Iterable[dict]]):
         """What the student's raw outputs pass through to become targets (a module fitted on the
-        training targets), or None. `target_batches` yields the training split's target column."""
+        training targets), or None. `target_batches()` yields the training split's target column."""
         return None
 
     def objective(self, cfg, scale):

@@ -37,7 +37,7 @@ def _train_loop(config: dict) -> None:
     data = ShardDataModule(paths, cfg.train.batch_size, cfg.train.seed, ray_loader_workers(cfg),
                            steps_per_call(cfg.train.checkpoint_every_steps), cfg.train.memory_budget_mb,
                            processes_here=ray.train.get_context().get_local_world_size())
-    scale = output_scale(paths.split("train"), data.train_manifest)
+    scale = output_scale(cfg, paths.split("train"), data.train_manifest)
     module = build_module(cfg, data.train_manifest, data.batches_per_epoch(cfg.train.num_workers), scale)
     trainer = prepare_trainer(make_trainer(cfg, student_dir, strategy=RayDDPStrategy(), devices="auto",
                                            plugins=[RayLightningEnvironment()]))

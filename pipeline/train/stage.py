@@ -36,7 +36,7 @@ from pipeline.train.export import export_onnx, onnx_path, record_export_failure
 from pipeline.train.on_ray import fit_on_ray
 from pipeline.train.preflight import run_preflight
 from pipeline.train.student import (
-    StudentCard, load_student_dir, read_card, save_card, save_weights, student_kwargs,
+    StudentCard, describe_scale, load_student_dir, read_card, save_card, save_weights, student_kwargs, transform_record,
 )
 from pipeline.train.trainer import build_module, loader_workers, make_trainer, on_gpu, output_scale, world_size
 from students import DistillationModule
@@ -89,7 +89,9 @@ def fit_student(cfg: Config, paths: rundir.RunPaths, student_dir: str, preflight
                         f"{cfg.train.batch_size} for each of {world} rank(s): lower train.batch_size "
                         "or generate more data.")
     resume = checkpoints.resume_point(student_dir, cfg.train.resume, world, data.steps_per_call)
-    scale = output_scale(paths.split("train"), manifest)
+    scale = output_scale(cfg, paths.split("train"), manifest)
+    if scale is not None:  # what was chosen from the data is said
+        log.info("Targets: %s.", describe_scale(scale))
     module = build_module(cfg, manifest, data.batches_per_epoch(world), scale)
     if preflight and resume is None:
         result = run_preflight(module, data.first_batch(), cfg.train.lr, cfg.train.preflight_steps,
@@ -116,6 +118,7 @@ def fit_student(cfg: Config, paths: rundir.RunPaths, student_dir: str, preflight
         task=manifest.task, parameters=manifest.parameters,
         target_mean=scale.mean.tolist() if scale is not None else None,
         target_std=scale.std.tolist() if scale is not None else None,
+        target_transform=transform_record(scale),
         input_shape=list(manifest.input_shape), classes=teacher_card["classes"],
         params=count_parameters(module.student), teacher_fingerprint=manifest.teacher_fingerprint,
         epochs=int(metrics["progress/epochs"]), steps=int(metrics["progress/steps"]),

@@ -42,6 +42,7 @@ class StudentCard:
     parameters: list | None = None  # vectors: the box the inputs came from
     target_mean: list | None = None  # regression: the standardisation of the outputs (students.scale)
     target_std: list | None = None
+    target_transform: dict | None = None  # regression: {"name", "value", "reason"} applied before standardising
     extra: dict = field(default_factory=dict)
 
     @property
@@ -111,8 +112,23 @@ def student_from(card: StudentCard, weights: bytes, source: str = rundir.STUDENT
     except ValueError as exc:
         raise UserError(str(exc)) from exc
     if card.target_mean is not None:  # regression: outputs back in physical units
-        student = torch.nn.Sequential(student, OutputScale(card.target_mean, card.target_std)).eval()
+        transform = card.target_transform or {}
+        scale = OutputScale(card.target_mean, card.target_std, transform.get("name", "none"), transform.get("value", 1.0))
+        student = torch.nn.Sequential(student, scale).eval()
     return student
+
+
+def transform_record(scale: OutputScale | None) -> dict | None:
+    """The card's record of a regression's target transform (None without an output scale)."""
+    if scale is None:
+        return None
+    return {"name": scale.transform, "value": scale.value, "reason": getattr(scale, "reason", "")}
+
+
+def describe_scale(scale: OutputScale) -> str:
+    record = transform_record(scale)
+    parameter = {"log": f", floor {scale.value:.3g}", "asinh": f", scale {scale.value:.3g}"}.get(scale.transform, "")
+    return f"target transform {record['name']}{parameter} ({record['reason']})"
 
 
 def load_student_dir(student_dir: str) -> tuple[torch.nn.Module, StudentCard, bytes]:

@@ -47,11 +47,11 @@ def build_module(cfg: Config, manifest: Manifest, steps_per_epoch: int,
     return DistillationModule(student, decode, objective, lr=t.lr, schedule=t.schedule, steps_per_epoch=steps_per_epoch)
 
 
-def output_scale(split_dir: str, manifest: Manifest) -> OutputScale | None:
+def output_scale(cfg: Config, split_dir: str, manifest: Manifest) -> OutputScale | None:
     """What the task fits on the training targets to scale the student's outputs (regression: the
-    per-output standardisation), or None."""
+    target transform and the per-output standardisation), or None."""
     return get_task(manifest.task).output_scale(
-        lambda: shards.iter_batches(split_dir, manifest, 65536, columns=(manifest.target_column,)))
+        cfg, lambda: shards.iter_batches(split_dir, manifest, 65536, columns=(manifest.target_column,)))
 
 
 class PlateauStop(EarlyStopping):
