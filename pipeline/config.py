@@ -207,16 +207,19 @@ class StudentConfig:
     """A built-in architecture (mlp, cnn) or an import path 'package.module:factory' to your own. A
     factory is called with input_shape=(C, H, W), num_outputs=K and kwargs; built-ins also get
     width and depth."""
-    width: int = 112
-    """Hidden units (mlp) or channels (cnn) of a built-in architecture."""
-    depth: int = 3
-    """Hidden layers (mlp) or conv blocks (cnn) of a built-in. For a fixed budget of parameters, depth
-    fits the teacher's function better than width (33.8k parameters by default, 10.7x fewer than the teacher)."""
+    width: Optional[int] = None
+    """Hidden units (mlp) or channels (cnn) of a built-in architecture. None: the task's default
+    (classification 112; regression chosen from the parameters and labels, and said in the output)."""
+    depth: Optional[int] = None
+    """Hidden layers (mlp) or conv blocks (cnn) of a built-in. None: the task's default (classification
+    3: for a fixed budget of parameters depth fits the teacher's function better than width, 33.8k
+    parameters on digits, 10.7x fewer than the teacher; regression 4)."""
     kwargs: dict = field(default_factory=dict)
     """More keyword arguments of the factory, e.g. '{"hidden": 64}'."""
 
     def __post_init__(self) -> None:
-        _check(self.width >= 1 and self.depth >= 1, f"student.width and student.depth must be at least 1, got {self.width} and {self.depth}.")
+        _check((self.width is None or self.width >= 1) and (self.depth is None or self.depth >= 1),
+               f"student.width and student.depth must be at least 1, got {self.width} and {self.depth}.")
         _check(isinstance(self.kwargs, dict), f"student.kwargs must be a mapping, got {self.kwargs!r}.")
 
 
@@ -225,11 +228,13 @@ class TrainConfig:
     """Student training. Deliberate overfitting: no dropout and no weight decay exist to turn on;
     training stops when training agreement stops rising, or at max_epochs."""
 
-    max_epochs: int = 60
-    batch_size: int = 512
-    """Per device."""
-    lr: float = 1e-2
-    """Peak learning rate of the schedule."""
+    max_epochs: Optional[int] = None
+    """None: the task's default (classification 60; regression chosen from the number of labels so
+    that training takes a similar number of optimizer steps, and said in the output)."""
+    batch_size: Optional[int] = None
+    """Per device. None: the task's default (classification 512, regression 256)."""
+    lr: Optional[float] = None
+    """Peak learning rate of the schedule. None: the task's default (classification 1e-2, regression 2e-3)."""
     schedule: Literal["onecycle", "cosine", "constant"] = "onecycle"
     """Learning rate over the run, stepped every batch. onecycle: warm up to lr over the first 15%,
     then anneal to almost zero; cosine: from lr down to zero; constant: lr throughout."""
@@ -250,8 +255,8 @@ class TrainConfig:
     where they are densely covered (the boundary rows of active rounds) and costs held-out
     agreement where they are sparse (uniform data). None: 1.0 with adapt.rounds, else 0. Unused
     for regression."""
-    patience: int = 10
-    """Epochs without a rise of at least min_delta in training agreement (regression: without any
+    patience: Optional[int] = None
+    """None: the task's default (classification 10, regression 30). Epochs without a rise of at least min_delta in training agreement (regression: without any
     fall of the training loss) before training stops. Counted only once the learning rate is below
     a tenth of its peak (from the start under a constant schedule): at the peak rate agreement stalls
     and climbs again as the rate anneals, and a student stopped there never annealed."""
@@ -296,8 +301,9 @@ class TrainConfig:
     def __post_init__(self) -> None:
         for key in ("max_epochs", "batch_size", "patience", "devices", "num_workers", "preflight_steps",
                     "val_every_epochs"):
-            _check(getattr(self, key) >= 1, f"train.{key} must be at least 1, got {getattr(self, key)}.")
-        _check(self.lr > 0, f"train.lr must be positive, got {self.lr}.")
+            value = getattr(self, key)
+            _check(value is None or value >= 1, f"train.{key} must be at least 1, got {value}.")
+        _check(self.lr is None or self.lr > 0, f"train.lr must be positive, got {self.lr}.")
         _check(self.temperature > 0, f"train.temperature must be positive, got {self.temperature}.")
         _check(self.margin_weight is None or self.margin_weight >= 0,
                f"train.margin_weight must be at least 0, got {self.margin_weight}.")

@@ -6,10 +6,15 @@ runs: on the command line and in every stage called from Python (pipeline.run.ru
 
 from __future__ import annotations
 
+import dataclasses
+import logging
+
 from pipeline.config import Config
 from pipeline.errors import ConfigError, UserError
 from pipeline.inputs import SPACES, InputSpace, get_space
 from pipeline.tasks import TASKS, Task, get_task
+
+log = logging.getLogger(__name__)
 
 
 def task_of(cfg: Config) -> Task:
@@ -27,7 +32,28 @@ def space_of(cfg: Config) -> InputSpace:
 
 
 def check_kinds(cfg: Config) -> Config:
-    """Refuse options that do not fit the run's task or input space (ConfigError, exit 2); returns cfg."""
+    """Refuse options that do not fit the run's task or input space (ConfigError, exit 2), and fill
+    the student and training settings the config leaves to the task (resolve_defaults); returns cfg."""
     task_of(cfg).check_config(cfg)
     space_of(cfg).check_config(cfg)
+    resolve_defaults(cfg)
     return cfg
+
+
+def resolve_defaults(cfg: Config) -> dict[str, object]:
+    """Set, in place, every student and training field left unset (None) to the task's choice, and
+    say what was chosen from the run's config; returns {"section.field": value} of what was set.
+    Once set, the values are recorded with the run like any other, so a later stage or rerun finds
+    them and chooses nothing again."""
+    chosen, why = task_of(cfg).defaults(cfg)
+    filled: dict[str, object] = {}
+    for section, values in chosen.items():
+        current = getattr(cfg, section)
+        unset = {k: v for k, v in values.items() if getattr(current, k) is None}
+        if unset:
+            setattr(cfg, section, dataclasses.replace(current, **unset))
+            filled |= {f"{section}.{k}": v for k, v in unset.items()}
+    if filled and why:
+        log.info("%s: %s.", why, ", ".join(f"{k} {v:g}" if isinstance(v, float) else f"{k} {v}"
+                                          for k, v in filled.items()))
+    return filled

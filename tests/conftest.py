@@ -18,6 +18,7 @@ import sys
 import pytest
 import torch
 
+from pipeline.kinds import check_kinds
 from pipeline.config import Config, DataConfig, EvalConfig, LabelConfig, TeacherConfig, TrainConfig
 
 # The cores shared out among the test processes (pytest-xdist's workers), each process and the
@@ -39,7 +40,7 @@ def tiny_config(out, **sections) -> Config:
     )
     for name, values in sections.items():
         setattr(cfg, name, dataclasses.replace(getattr(cfg, name), **values))
-    return cfg
+    return check_kinds(cfg)  # as the command line and every stage do: the task fills what is left unset
 
 
 def shared_ray():

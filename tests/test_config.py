@@ -5,6 +5,7 @@ import pytest
 
 from pipeline.__main__ import main, parse
 from pipeline.adapt.loop import round_epochs
+from pipeline.kinds import check_kinds
 from pipeline.config import Config, TrainConfig, fingerprint, result_fields
 from pipeline.errors import EXIT_CONFIG_ERROR, ConfigError
 
@@ -14,7 +15,24 @@ SHIPPED = sorted(glob.glob(os.path.join(os.path.dirname(__file__), "..", "pipeli
 def test_defaults_parse_to_the_embedded_demo():
     stage, cfg = parse(["run"])
     assert stage == "run"
-    assert cfg == Config()
+    assert cfg == check_kinds(Config())
+    assert (cfg.student.width, cfg.student.depth, cfg.train.lr, cfg.train.max_epochs) == (112, 3, 1e-2, 60)
+
+
+def test_a_regression_leaves_its_student_and_schedule_to_the_task_and_says_why(caplog):
+    import logging
+
+    box = '[{"name": "a", "low": 0, "high": 1}, {"name": "b", "low": 1, "high": 2}]'
+    common = ["run", "--task.kind", "regression", "--data.space", "vectors", "--data.parameters", box,
+              "--teacher.kind", "callable", "--teacher.arch", "m:f", "--data.samples_per_shard", "1024"]
+    with caplog.at_level(logging.INFO, logger="pipeline.kinds"):
+        _, small = parse([*common, "--data.shards", "4"])
+    assert "regression defaults for 2 parameters and 4,096 labels" in caplog.text
+    _, large = parse([*common, "--data.shards", "64"])
+    assert (small.student.width, small.student.depth, small.train.lr) == (256, 4, 2e-3)
+    assert small.train.max_epochs > large.train.max_epochs >= 150  # fewer labels: more passes over them
+    _, given = parse([*common, "--data.shards", "4", "--student.width", "64", "--train.max_epochs", "7"])
+    assert (given.student.width, given.student.depth, given.train.max_epochs) == (64, 4, 7)
 
 
 @pytest.mark.parametrize("path", SHIPPED, ids=os.path.basename)

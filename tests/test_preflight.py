@@ -49,7 +49,7 @@ def test_a_loss_detached_from_the_model_is_caught(setup, monkeypatch):
     cfg, manifest, batch = setup
     module = module_of(cfg, manifest)
     # The bug: the student's logits leave the graph before the loss sees them.
-    module.loss_fn = lambda student, teacher, t: kl_loss(student.detach(), teacher, t)
+    module.objective.loss_fn = lambda student, teacher, t: kl_loss(student.detach(), teacher, t)
     with pytest.raises(PreflightError, match="detached"):
         run_preflight(module, batch, cfg.train.lr, cfg.train.preflight_steps)
 

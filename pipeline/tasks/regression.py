@@ -37,6 +37,14 @@ class ValueObjective(nn.Module):
         return loss, agree
 
 
+# Defaults for a surrogate: a plain MLP trained long enough to interpolate its labels. The epochs
+# follow the label count, so that a small table is trained for as many optimizer steps as a large
+# one (and a large one at least MIN_EPOCHS passes).
+STUDENT = {"width": 256, "depth": 4}
+BATCH_SIZE, LR, PATIENCE = 256, 2e-3, 30
+TARGET_STEPS, MIN_EPOCHS, MAX_EPOCHS = 40_000, 150, 2_000
+
+
 class Regression(Task):
     name = "regression"
     column = "targets"
@@ -72,8 +80,26 @@ class Regression(Task):
         scale.reason = chosen.reason  # recorded in the student's card
         return scale
 
+    def loss(self, cfg, scale=None) -> str:
+        """auto: `relative` (the report's own figure) on untransformed targets; `mse` on transformed
+        ones, where the transform already puts the samples on one relative footing."""
+        if cfg.train.loss != "auto":
+            return cfg.train.loss
+        return "relative" if scale is None or scale.transform == "none" else "mse"
+
     def objective(self, cfg, scale) -> ValueObjective:
-        return ValueObjective(self.loss(cfg), scale, cfg.task.tolerance)
+        return ValueObjective(self.loss(cfg, scale), scale, cfg.task.tolerance)
+
+    def defaults(self, cfg) -> tuple[dict[str, dict], str]:
+        d = cfg.data
+        labels = d.shards * d.samples_per_shard
+        batch = cfg.train.batch_size or BATCH_SIZE
+        steps_per_epoch = max(1, labels // batch)
+        epochs = min(MAX_EPOCHS, max(MIN_EPOCHS, round(TARGET_STEPS / steps_per_epoch)))
+        why = (f"regression defaults for {len(d.parameters)} parameters and {labels:,} labels: "
+               f"about {TARGET_STEPS:,} optimizer steps at batch {batch}")
+        return {"student": dict(STUDENT),
+                "train": {"max_epochs": epochs, "batch_size": BATCH_SIZE, "lr": LR, "patience": PATIENCE}}, why
 
     def stopping(self, cfg) -> dict:
         # The training loss keeps falling by orders of magnitude long after the share within

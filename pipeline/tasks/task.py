@@ -70,9 +70,15 @@ class Task:
             raise ConfigError(f"train.loss {cfg.train.loss} is not a loss of task.kind {self.name}; "
                               f"expected auto or one of: {', '.join(self.losses)}.")
 
-    def loss(self, cfg) -> str:
-        """train.loss with auto resolved."""
+    def loss(self, cfg, scale=None) -> str:
+        """train.loss with auto resolved (`scale`: the output scale fitted on the training targets)."""
         return self.default_loss if cfg.train.loss == "auto" else cfg.train.loss
+
+    def defaults(self, cfg) -> tuple[dict[str, dict], str]:
+        """The student and training settings this task chooses where the config leaves them unset
+        (None): {"student": {...}, "train": {...}} and, when chosen from the run's config rather
+        than fixed, why (said in the output); "" otherwise."""
+        raise NotImplementedError
 
     def round_epochs(self, cfg) -> int:
         """Epochs of an active round's student when adapt.round_epochs is unset."""
