@@ -56,7 +56,7 @@ def test_gate_from_the_config_key(run_dir, tmp_path, capsys):
 def test_without_a_bar_there_is_no_gate(run_dir):
     assert main(["eval", run_dir, *FAST]) == EXIT_OK
     assert json.load(open(os.path.join(run_dir, "report.json")))["gate"] == {
-        "min_agreement": None, "max_rel_error": None, "rel_error_quantile": "p95", "passed": None}
+        "min_agreement": None, "passed": None}
 
 
 def test_the_exit_code_is_documented():

@@ -4,7 +4,8 @@ import pytest
 import torch
 import torch.nn as nn
 
-from pipeline.config import StudentConfig, TeacherConfig
+from pipeline.kinds import check_kinds
+from pipeline.config import Config, StudentConfig, TeacherConfig
 from students import STUDENTS
 from teachers import TEACHERS, count_parameters
 from teachers.registry import Registry
@@ -40,7 +41,7 @@ def test_student_size_grows_with_width(name):
 def test_default_student_is_ten_times_smaller_than_default_teacher():
     t = TeacherConfig()
     teacher = TEACHERS.build(t.arch, input_shape=(1, 8, 8), num_outputs=10, width=t.width)
-    s = StudentConfig()
+    s = check_kinds(Config()).student  # the classification task's default student
     student = STUDENTS.build(s.arch, input_shape=(1, 8, 8), num_outputs=10, width=s.width, depth=s.depth)
     assert count_parameters(student) * 10 <= count_parameters(teacher)
 
