@@ -187,7 +187,7 @@ def test_sweep_finds_the_smallest_surrogate_within_a_relative_error(surrogate_ru
     assert sweep["target"] == bar and sweep["quantile"] == "p95" and sweep["task"] == "regression"
     within = [t for t in sweep["trials"] if t["rel_l2"]["heldout"]["p95"] <= bar]
     assert sweep["smallest"]["name"] == min(within, key=lambda t: t["params"])["name"]
-    assert f"smallest student within held-out relative L2 error p95 {bar}: {sweep['smallest']['name']}" in printed.out
+    assert f"smallest student within held-out relative L2 error p95 {bar:.3g}: {sweep['smallest']['name']}" in printed.out
     assert "agreement" not in printed.out
     redrawn = json.load(open(out / "report.json"))
     assert redrawn["sweep"]["smallest"]["name"] == sweep["smallest"]["name"] and "agreement" not in redrawn

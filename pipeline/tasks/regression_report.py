@@ -55,7 +55,8 @@ def speedup(teacher: dict, student: dict) -> dict:
 def error_table(report) -> list[list[str]]:
     rows = [["split", "samples", "rel. L2 median", "p95", "p99", "max", "max |error|", "R² (mean)",
              f"within {report.regression.get('tolerance', '')}"]]
-    for split, m in report.regression.items():
+    order = {"train": 0, "heldout": 1, "test": 2}  # pipeline order; report.json stores keys sorted
+    for split, m in sorted(report.regression.items(), key=lambda kv: (order.get(kv[0], 3), kv[0])):
         if not isinstance(m, dict) or "rel_l2" not in m:
             continue
         r = m["rel_l2"] or {}
@@ -166,7 +167,7 @@ def sweep_table(sweep: dict) -> list[list[str]]:
     for t in sorted(sweep["trials"], key=lambda t: t["params"]):
         lat = t.get("latency") or {}
         train, held = t["rel_l2"]["train"] or {}, t["rel_l2"]["heldout"] or {}
-        mark = f"◀ smallest within {sweep['target']}" if t["name"] == smallest else ""
+        mark = f"◀ smallest within {sweep['target']:.3g}" if t["name"] == smallest else ""
         rows.append([t["name"], f"{t['params']:,}", sci(train.get(q)), sci(held.get(q)), sci(held.get("median")),
                      ms(lat.get("batch1_ms")), str(t.get("epochs", "")), mark])
     return rows
@@ -184,4 +185,4 @@ def trial_line(trial: dict, quantile: str) -> str:
 
 
 def sweep_result_line(sweep: dict) -> str:
-    return f"within held-out relative L2 error {sweep.get('quantile', 'p95')} {sweep['target']}"
+    return f"within held-out relative L2 error {sweep.get('quantile', 'p95')} {sweep['target']:.3g}"
