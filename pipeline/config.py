@@ -180,7 +180,10 @@ class LabelConfig:
     then learns the teacher's distribution renormalised over its top k (KL loss only)."""
     timeout_s: Optional[float] = None
     """Longest a teacher may take on one batch, seconds; a batch that takes longer has its rows
-    rejected (counted, the first error reported) and labeling goes on. None: no limit."""
+    rejected (counted, the first error reported) and labeling goes on. Set, each actor runs the
+    teacher in a process of its own, killed and started again when a batch is stuck where no signal
+    reaches it (in C or Fortran): such a batch costs timeout_s plus at most 1 s and a reload of the
+    teacher. None: no limit, and the teacher runs in the actor."""
     cpus_per_actor: float = field(default=1.0, metadata=EXECUTION_ONLY)
     """CPUs each teacher actor asks Ray for. On CPU nodes there is one actor per this many cores, each
     running its batches on that many threads: raise it for a teacher too large to hold once per core,

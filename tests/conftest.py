@@ -127,7 +127,8 @@ def cli(*args, env: dict | None = None, timeout: float = 240) -> subprocess.Comp
 # The slowest files, measured (`pytest --durations=0`): the two test processes take whole files in
 # collection order, so these go first and the last files to finish are short ones.
 SLOWEST_FIRST = ("test_train.py", "test_label_faults.py", "test_e2e.py", "test_surrogate.py", "test_train_resume.py",
-                 "test_output.py", "test_promote.py", "test_adapt.py", "test_label_cluster.py", "test_train_ray.py")
+                 "test_output.py", "test_promote.py", "test_adapt.py", "test_label_cluster.py", "test_train_ray.py",
+                 "test_native_hang.py", "test_target_transforms.py")
 
 
 def pytest_collection_modifyitems(items):

@@ -11,14 +11,16 @@ import ray
 
 from pipeline.config import Config
 from pipeline.label.actor import Labeler
+from pipeline.label.time_limit import TeacherProcessDied
 from pipeline.run import rundir
 from pipeline.run.ray_session import cluster_cpus, cluster_gpus
 from teachers import TeacherCard
 
-# A worker, an actor or a whole node was lost with the shard in flight. The shard was not committed
-# and is a pure function of its job, so doing it again is safe.
+# A worker, an actor or a whole node was lost with the shard in flight, or the teacher's own process
+# (label.timeout_s) crashed under an actor that lives on. The shard was not committed and is a pure
+# function of its job, so doing it again is safe.
 LOST_WORK = (ray.exceptions.RayActorError, ray.exceptions.ObjectLostError, ray.exceptions.WorkerCrashedError,
-             ray.exceptions.NodeDiedError)
+             ray.exceptions.NodeDiedError, TeacherProcessDied)
 
 
 class LabelerPool:
