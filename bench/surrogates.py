@@ -170,7 +170,7 @@ def reference(case: Case, out: str, steps: int, seed: int = 0) -> dict:
     logs = np.array([bool(p.get("log", False)) for p in case.parameters])
     lo = np.array([float(p["low"]) for p in case.parameters])
     hi = np.array([float(p["high"]) for p in case.parameters])
-    lo, hi = np.where(logs, np.log(lo), lo), np.where(logs, np.log(hi), hi)
+    lo, hi = np.where(logs, np.log(np.where(logs, lo, 1.0)), lo), np.where(logs, np.log(np.where(logs, hi, 1.0)), hi)
 
     def scale_inputs(x: np.ndarray) -> torch.Tensor:
         x = np.where(logs, np.log(np.maximum(x, 1e-300)), x)

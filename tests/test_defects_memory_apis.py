@@ -158,9 +158,10 @@ def fit(tmp_path, every_steps, max_epochs, ckpt_path=None):
 
 
 def test_checkpoints_when_the_step_count_crosses_a_multiple_and_lightning_adds_none(tmp_path):
-    assert fit(tmp_path, every_steps=3, max_epochs=1) == [4, 6]  # steps 2, 4, 6, 8: past 3 at 4, past 6 at 6
+    # Steps 2, 4, 6, 8: past 3 at 4, past 6 at 6, and the finished state at 8.
+    assert fit(tmp_path, every_steps=3, max_epochs=1) == [4, 6, 8]
     assert [p.name for p in tmp_path.rglob("*.ckpt")] == [LAST]
-    assert read_checkpoint(str(tmp_path / "checkpoints" / LAST))["global_step"] == 6
+    assert read_checkpoint(str(tmp_path / "checkpoints" / LAST))["global_step"] == 8
 
 
 def test_every_steps_zero_checkpoints_each_epoch_and_resumes_from_there(tmp_path):

@@ -72,6 +72,12 @@ class LastCheckpoint(ModelCheckpoint):
         if self.every_steps < 1 and trainer.global_step != self.saved_step:
             self._write_last(trainer)
 
+    def on_train_end(self, trainer, pl_module) -> None:
+        # The finished state too (as Lightning's save_last did): steps since the last multiple are
+        # not lost, and a run that stopped early keeps the stopping rule's verdict with it.
+        if trainer.global_step != self.saved_step:
+            self._write_last(trainer)
+
     def _write_last(self, trainer) -> None:
         if trainer.fast_dev_run:  # Lightning's smoke-test mode writes no checkpoints
             return
