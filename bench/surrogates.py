@@ -3,6 +3,7 @@
     python bench/surrogates.py                              # all four cases, in a temporary directory
     python bench/surrogates.py --out DIR --only pk,heston   # keep the runs in DIR (a rerun reuses them)
     python bench/surrogates.py --quick --out /tmp/surrogates_quick   # smoke test: tiny sizes, minutes
+    python bench/surrogates.py --only lorenz96 --shards 2 --samples 2048 -- --train.max_epochs 30
 
 Cases (simulators in bench/simulators/, the shipped one in teachers/simulators/):
   pk        two-compartment pharmacokinetics, ODE per sample (solve_ivp LSODA): 5 log-scale
@@ -95,7 +96,7 @@ def cases(quick: bool) -> dict[str, Case]:
 
 
 # -- the pipeline, as a user runs it --------------------------------------------------------------
-def pipeline_run(case: Case, out: str, quick: bool) -> tuple[dict, float]:
+def pipeline_run(case: Case, out: str, quick: bool, extra: list[str]) -> tuple[dict, float]:
     """`python -m pipeline run` into `out` (reused when finished): its report and wall seconds."""
     args = [sys.executable, "-m", "pipeline", "run", "--out", out,
             "--task.kind", "regression", "--data.space", "vectors", "--data.parameters", json.dumps(case.parameters),
@@ -109,6 +110,7 @@ def pipeline_run(case: Case, out: str, quick: bool) -> tuple[dict, float]:
         args += ["--code_dir", case.code_dir]
     if quick:
         args += ["--train.max_epochs", "3"]
+    args += extra
     print(f"[{case.name}] python -m pipeline run --out {out} ... --teacher.arch {case.arch}", flush=True)
     began = time.perf_counter()
     proc = subprocess.Popen(args, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
@@ -247,10 +249,18 @@ def main() -> None:
     parser.add_argument("--ref-steps", type=int, default=None,
                         help="Optimizer steps of the reference (default 20,000, about 2.5 minutes on 2 cores; "
                              "--quick: 200).")
+    parser.add_argument("--shards", type=int, help="Training shards of every case (default: 8; burgers: its config's).")
+    parser.add_argument("--samples", type=int, help="Samples per shard of every case (default: 2,048; burgers: its config's).")
+    parser.add_argument("--heldout-shards", type=int, help="Held-out shards of every case (default: 2; burgers: its config's).")
+    parser.add_argument("extra", nargs="*", help="More options for every pipeline run, after --, e.g. -- --train.max_epochs 20.")
     parser.add_argument("--rate-rows", type=int, default=None,
                         help="Held-out inputs the simulator's own throughput is timed on (default 256; --quick 32).")
     args = parser.parse_args()
     all_cases = cases(args.quick)
+    for case in all_cases.values():  # explicit sizes override every case's, burgers' too
+        case.shards = args.shards or case.shards
+        case.samples = args.samples or case.samples
+        case.heldout_shards = args.heldout_shards if args.heldout_shards is not None else case.heldout_shards
     names = [n.strip() for n in args.only.split(",")] if args.only else list(all_cases)
     unknown = [n for n in names if n not in all_cases]
     if unknown:
@@ -264,7 +274,7 @@ def main() -> None:
     for name in names:
         case = all_cases[name]
         out = os.path.join(root, name)
-        report, wall = pipeline_run(case, out, args.quick)
+        report, wall = pipeline_run(case, out, args.quick, args.extra)
         ref = reference(case, out, steps)
         rate = simulator_rate(case, out, rate_rows)
         r = report["regression"]

@@ -33,7 +33,7 @@ PARAMETERS = [
     {"name": "F", "low": 6.0, "high": 10.0},  # forcing
     {"name": "amplitude", "low": 0.5, "high": 3.0},  # height of the initial bump
     {"name": "position", "low": 0.0, "high": float(N)},  # where the bump sits, in sites (periodic)
-    {"name": "width", "low": 0.2, "high": 0.8},  # bump width parameter (about width * N / (2 pi) sites)
+    {"name": "width", "low": 0.4, "high": 1.0},  # bump width (about width * N / (2 pi) sites: 2.3 to 5.7)
 ]
 
 
