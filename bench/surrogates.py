@@ -20,9 +20,9 @@ transform are the pipeline's own choices. Its wall clock is timed (recorded besi
 that finds the run finished reports the first run's time) and DIR/<case>/report.json read. Beside it a
 plain PyTorch reference reads the same training and held-out shards and fits an MLP (4 x 256 SiLU, Adam,
 onecycle, MSE on standardised targets, --ref-steps steps at batch 256) with choices made by hand per case:
-inputs scaled to [-1, 1] per parameter (log for log-scale parameters), log targets with a floor for pk and
-heston, raw targets for lorenz96 and burgers. Both are scored by the relative L2 error per held-out sample,
-||pred - y|| / ||y|| in physical units. Each simulator's own throughput (one process, this machine) is
+inputs scaled to [-1, 1] per parameter (log for log-scale parameters), log targets with a floor for pk
+(1e-6 mg/L) and heston (0.01 of the spot), raw targets for lorenz96 and burgers. Both are scored by the
+relative L2 error per held-out sample, ||pred - y|| / ||y|| in physical units. Each simulator's own throughput (one process, this machine) is
 measured on the held-out inputs.
 
 Bars, per case: held-out p95 <= 3e-2 and p99 <= 6e-2, labels <= 16,384, pipeline p95 <= 1.5 x the
@@ -83,11 +83,13 @@ def cases(quick: bool) -> dict[str, Case]:
     burgers_bars = {"median": ("<=", 5e-3), "p95": ("<=", 2e-2), "labels": ("<=", b["shards"] * b["samples_per_shard"]),
                     "p95 / ref p95": ("<=", 1.5), "speed-up": (">=", 1000)}
     return {
-        # Prices are fractions of the spot (~0.4 in the money), concentrations run from ~1e-12 to 200 mg/L:
-        # the floors sit far below what matters to a sample's relative error.
+        # Concentrations run from ~1e-12 to 200 mg/L, a sample's peak from 0.02 up: a floor of 1e-6 mg/L sits far
+        # below any peak (1e-8 to 1e-3 fit alike). Prices are fractions of the spot, a sample's norm ruled by its
+        # in-the-money end (~0.4): log(price + 0.01) fit best of floors 1e-6, 1e-3, 1e-2 and raw prices (p95
+        # 4.7e-3, 3.1e-3, 2.7e-3, 3.0e-3 at 4,096 labels); a tiny floor spends the fit on prices that do not count.
         "pk": Case("pk", "simulators.pk:PK", BENCH, pk.PARAMETERS, {}, shards, samples, heldout, 1e-6, COMMON_BARS),
         "heston": Case("heston", "simulators.heston:Heston", BENCH, heston.PARAMETERS, {}, shards, samples, heldout,
-                       1e-6, COMMON_BARS),
+                       1e-2, COMMON_BARS),
         "lorenz96": Case("lorenz96", "simulators.lorenz96:Lorenz96", BENCH, lorenz96.PARAMETERS, {}, shards, samples,
                          heldout, None, COMMON_BARS),
         "burgers": Case("burgers", burgers["teacher"]["arch"], None, b["parameters"], burgers["teacher"]["kwargs"],
