@@ -102,6 +102,42 @@ class ParameterConfig:
 
 
 @dataclass
+class ChannelConfig:
+    """One channel of a field input space: a Gaussian random field (pipeline/inputs/random_fields.py),
+    or, with data.fields.base, the perturbation added to the user's own arrays."""
+
+    length_scale: float = 0.1
+    """Correlation length, as a fraction of the domain's side (the domain is the unit interval or square)."""
+    amplitude: float = 1.0
+    """Pointwise standard deviation of the field (of the perturbation, with data.fields.base)."""
+    mean: float = 0.0
+    """Pointwise mean (ignored with data.fields.base: the user's arrays are the centre)."""
+    periodic: bool = True
+    """Periodic fields wrap around the domain's edges (a periodic PDE's initial condition)."""
+    smoothness: Optional[float] = 2.5
+    """Matérn smoothness nu (1.5, 2.5, ...); null: the squared-exponential kernel (infinitely smooth)."""
+
+
+@dataclass
+class FieldsConfig:
+    """The field input space: arrays [C, *grid] on a 1-D or 2-D grid, fed to a solver as a whole."""
+
+    grid: list[int] = field(default_factory=list)
+    """Points per dimension: [N] for 1-D fields, [H, W] for 2-D ones."""
+    channels: list[ChannelConfig] = field(default_factory=lambda: [ChannelConfig()])
+    """One entry per input channel, e.g. [{length_scale: 0.1, amplitude: 1.0, periodic: true}]."""
+    dtype: Literal["float32", "float16"] = "float32"
+    """How shards store the inputs. float16 halves their bytes; the teacher is called on the stored
+    (rounded) values, so student and teacher still see exactly the same inputs."""
+    base: Optional[str] = None
+    """Your own arrays (.npy, .npz, .parquet; .h5 or .zarr where h5py or zarr is installed), shaped
+    [M, C, *grid] or [M, *grid]: each generated input is one of them plus a random field drawn with
+    `channels` (one per channel of the arrays)."""
+    base_key: Optional[str] = None
+    """The array's name inside an .npz, .h5 or .zarr file, or the column of a .parquet file."""
+
+
+@dataclass
 class DataConfig:
     """What the generator makes. Images (the default): augmented views of the seed training images
     plus synthetic inputs. Vectors: points of the box of `parameters` (a simulator's inputs).
@@ -109,7 +145,8 @@ class DataConfig:
     Each shard's inputs are a pure function of (these fields, seed, shard index)."""
 
     space: str = "images"
-    """images, or vectors (points of the box `parameters`): an input space registered in pipeline.inputs."""
+    """images, vectors (points of the box `parameters`) or fields (arrays on a grid, data.fields): an
+    input space registered in pipeline.inputs."""
     parameters: list[ParameterConfig] = field(default_factory=list)
     """Vectors: the named parameters, in the order the teacher takes them, e.g.
     [{name: nu, low: 0.05, high: 0.3, log: true}, ...]."""
@@ -119,6 +156,8 @@ class DataConfig:
     points from heldout_seed, so they fall between grid points."""
     grid_points: int = 0
     """Vectors with sampler grid: values per parameter (the grid has grid_points ** D points)."""
+    fields: FieldsConfig = field(default_factory=FieldsConfig, metadata={"omit_when_default": True})
+    """Fields: the grid, the random fields per channel, and optionally your own arrays to perturb."""
 
     shards: int = 16
     """Training shards (one Ray task each)."""
@@ -206,10 +245,11 @@ class LabelConfig:
 class StudentConfig:
     """The student architecture. Every student takes a width and a depth, so sizes can be swept."""
 
-    arch: str = "mlp"
-    """A built-in architecture (mlp, cnn) or an import path 'package.module:factory' to your own. A
-    factory is called with input_shape=(C, H, W), num_outputs=K and kwargs; built-ins also get
-    width and depth."""
+    arch: Optional[str] = None
+    """A built-in architecture (mlp, cnn; fno, unet for fields) or an import path
+    'package.module:factory' to your own. A factory is called with input_shape=(C, H, W),
+    num_outputs=K and kwargs; built-ins also get width and depth, and students of fields get
+    output_shape=[C', *grid]. None: the input space's choice (mlp; fno for fields)."""
     width: Optional[int] = None
     """Hidden units (mlp) or channels (cnn) of a built-in architecture. None: the task's default
     (classification 112; regression chosen from the parameters and labels, and said in the output)."""

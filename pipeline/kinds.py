@@ -46,6 +46,9 @@ def resolve_defaults(cfg: Config) -> dict[str, object]:
     Once set, the values are recorded with the run like any other, so a later stage or rerun finds
     them and chooses nothing again."""
     chosen, why = task_of(cfg).defaults(cfg)
+    # The student's architecture is the input space's to suggest (an MLP for vectors and images, a
+    # neural operator for fields); its sizes and training the task's, which may ask the space too.
+    chosen.setdefault("student", {}).setdefault("arch", space_of(cfg).default_student)
     filled: dict[str, object] = {}
     for section, values in chosen.items():
         current = getattr(cfg, section)

@@ -4,6 +4,7 @@ Knows nothing of Ray or Parquet. The LightningModule and the losses are imported
 naming a student (the registry) does not import Lightning."""
 
 from students.models import STUDENTS, register_student
+from students import fno, unet  # noqa: F401  (field-to-field students register themselves on import)
 
 __all__ = ["LOSSES", "STUDENTS", "DistillationModule", "kl_loss", "mse_loss", "register_student"]
 

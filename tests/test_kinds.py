@@ -69,15 +69,15 @@ def test_the_check_catches_each_way_of_testing_a_kind():
 
 def test_every_registered_task_and_space_is_an_object_with_its_name():
     assert {"classification", "regression"} <= set(TASKS)
-    assert {"images", "vectors"} <= set(SPACES)
+    assert {"images", "vectors", "fields"} <= set(SPACES)
     for name in TASKS:
         assert get_task(name).name == name and get_task(name).column
     for name in SPACES:
         assert get_space(name).name == name
     with pytest.raises(UserError, match="task kind 'fields' is unknown"):
         get_task("fields")
-    with pytest.raises(UserError, match="input space 'fields' is unknown"):
-        get_space("fields")
+    with pytest.raises(UserError, match="input space 'meshes' is unknown"):
+        get_space("meshes")
 
 
 def test_the_tasks_store_score_and_decide_each_in_their_own_terms():

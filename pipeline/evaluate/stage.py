@@ -55,7 +55,7 @@ def assign_shards(manifest: shards.Manifest, part: int, parts: int) -> list[int]
 
 def new_metrics(manifest: shards.Manifest, bins: int, tolerance: float):
     """Empty metric states of the manifest's task."""
-    return get_task(manifest.task).new_metrics(manifest.num_classes, bins, tolerance)
+    return get_task(manifest.task).new_metrics(manifest.num_classes, bins, tolerance, manifest.target_shape)
 
 
 class Scan:

@@ -137,6 +137,21 @@ class ImageDecode(torch.nn.Module):
 THUMB_PX = 112  # a thumbnail's longer side is at least this many pixels
 
 
+def sparkline(values: np.ndarray, width: int = 160, height: int = 64) -> bytes:
+    """A 1-D series as a small black-on-white line, PNG bytes (a 1-D field's thumbnail)."""
+    from PIL import ImageDraw
+
+    v = np.asarray(values, dtype=np.float64)
+    lo, hi = float(v.min()), float(v.max())
+    ys = (height - 4) * (1 - (v - lo) / ((hi - lo) or 1.0)) + 2
+    xs = np.linspace(2, width - 3, len(v))
+    image = Image.new("L", (width, height), 255)
+    ImageDraw.Draw(image).line(list(zip(xs.tolist(), ys.tolist())), fill=0, width=1)
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
 def thumbnail(x: np.ndarray) -> bytes:
     """A stored image ([C, H, W] or [H, W]; uint8, else stretched to 0..255) as PNG bytes: RGB for
     three channels, grey otherwise (the first channel)."""

@@ -8,6 +8,8 @@ Images (uint8 pixels, as shards store them):
 Vectors (float32 parameter values): a scrambled Sobol cloud around each worst point, half-width
 `spread` of each side of the box (in the box's unit coordinates, log-scaled parameters on their log
 scale), clipped to the box.
+Fields: each worst field plus a random field of every channel's own length scale, at `spread`
+times the channel's amplitude.
 
 Both shrink by adapt.shrink each round, so later rounds look closer. A proposal is a pure function
 of (the scored rows, the adapt config, the round, the seed); the loop stores it before labeling, so
@@ -28,10 +30,12 @@ from pipeline.inputs.vectors import Box
 from pipeline.inputs.space import KINDS
 
 WARP, MIXUP, CLOUD, LEAST_SURE = "warp", "mixup", "sobol-cloud", "least-sure"  # proposal kinds (provenance)
-PROPOSAL_KINDS = (WARP, MIXUP, CLOUD, LEAST_SURE)
+FIELD_CLOUD = "field-perturbation"
+PROPOSAL_KINDS = (WARP, MIXUP, CLOUD, LEAST_SURE, FIELD_CLOUD)
 # The shard's `kind` column keeps the schema's vocabulary: warps are augmented views, clouds Sobol
 # points; a least-sure candidate keeps the kind the generator made it as (pipeline.adapt.candidates).
-SHARD_KIND = {WARP: KINDS.index("augment"), MIXUP: KINDS.index("mixup"), CLOUD: KINDS.index("sobol")}
+SHARD_KIND = {WARP: KINDS.index("augment"), MIXUP: KINDS.index("mixup"), CLOUD: KINDS.index("sobol"),
+              FIELD_CLOUD: KINDS.index("perturbed-field")}
 
 
 @dataclass
@@ -126,3 +130,20 @@ def propose_vectors(worst: np.ndarray, sample_ids: np.ndarray, count: int, adapt
     order = np.argsort(np.tile(np.arange(per), n), kind="stable")[:count]  # round-robin: all sources first
     return Proposal(box.from_unit(points[order]), np.full(count, PROPOSAL_KINDS.index(CLOUD), np.int8),
                     sample_ids[source[order]], np.full(count, -1, np.int64), np.full(count, SHARD_KIND[CLOUD], np.int8))
+
+
+def propose_fields(worst: np.ndarray, sample_ids: np.ndarray, count: int, adapt: AdaptConfig, specs,
+                   grid: tuple[int, ...], dtype: str, round_: int, seed: int) -> Proposal:
+    """`count` fields around the `worst` stored fields [n, C * prod(grid)] (worst first): each a worst
+    field plus a random field of every channel's length scale at `spread` times its amplitude
+    (shrinking by round), dealt round-robin so every worst field gets its share."""
+    import dataclasses as dc
+
+    from pipeline.inputs.random_fields import perturb_fields
+
+    base = worst.reshape(len(worst), len(specs), *grid).astype(np.float32)
+    reach = adapt.spread * scale_of(adapt, round_)
+    smaller = tuple(dc.replace(s, amplitude=s.amplitude * reach) for s in specs)
+    fields, source = perturb_fields(base, smaller, seed, count, round_, dtype=np.dtype(dtype))
+    return Proposal(fields.reshape(count, -1), np.full(count, PROPOSAL_KINDS.index(FIELD_CLOUD), np.int8),
+                    sample_ids[source], np.full(count, -1, np.int64), np.full(count, SHARD_KIND[FIELD_CLOUD], np.int8))

@@ -29,7 +29,6 @@ import numpy as np
 
 from pipeline.config import Config
 from pipeline.errors import UserError
-from pipeline.inputs import vectors
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff")
 PROBE_ROWS = 2  # seed inputs every imported teacher is run on before it is accepted
@@ -328,12 +327,15 @@ def load_seed_dataset(name: str, root: str | None = None, test_fraction: float =
 
 
 def load_seed(cfg: Config) -> SeedData:
-    """The seed data of an image space; for a vector space, a few points of its box stand in for it
-    (what an imported teacher is probed with; there is nothing to train on, and no real test data)."""
+    """The seed data of an image space; for a space of generated inputs alone (vectors, fields), a few
+    of its inputs stand in for it (what an imported teacher is probed with; there is nothing to train
+    on, and no real test data)."""
     t = cfg.teacher
-    if cfg.data.space == vectors.NAME:
-        points = vectors.sample_points(vectors.box_of(cfg.data.parameters), "sobol", cfg.data.seed, PROBE_ROWS)
-        return SeedData(points, None, points[:0], None, None, space=vectors.NAME)
+    from pipeline.inputs.space import get_space
+
+    generated = get_space(cfg.data.space).probe_inputs(cfg, PROBE_ROWS)
+    if generated is not None:
+        return SeedData(generated, None, generated[:0], None, None, space=cfg.data.space)
     try:
         return load_seed_dataset(t.dataset, t.data_root, t.test_fraction, t.seed, t.test_data, t.image_size)
     except ValueError as exc:

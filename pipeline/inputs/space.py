@@ -26,7 +26,7 @@ import torch
 from pipeline.errors import UserError
 
 # How an input was made: the shards' int8 `kind` column indexes this tuple (pipeline/shards/schema.py).
-KINDS = ("augment", "mixup", "noise", "sobol", "lhs", "grid")
+KINDS = ("augment", "mixup", "noise", "sobol", "lhs", "grid", "random-field", "perturbed-field")
 
 
 class InputSpace:
@@ -37,12 +37,23 @@ class InputSpace:
     exported_takes_stored: bool = True  # the student's ONNX file takes stored inputs (its decoding inside)
     uses_seed_images: bool = False  # generation starts from seed images (which a caller may replace)
     ranks_generated_inputs: bool = False  # active rounds may spend labels on generated inputs a student is least sure of
+    default_student: str = "mlp"  # student.arch when the config leaves it unset
+
+    def training_defaults(self, cfg, labels: int) -> dict[str, dict] | None:
+        """Student sizes and training settings this space's inputs call for ({"student": {...},
+        "train": {...}}, each field optional), overriding the task's own; None: the task's alone."""
+        return None
 
     def check_config(self, cfg) -> None:
         """Refuse data options this space cannot serve (ConfigError, one sentence)."""
 
     def seed_images(self, cfg) -> np.ndarray | None:
         """The stored seed inputs generation starts from (part of the generator's identity), or None."""
+        return None
+
+    def probe_inputs(self, cfg, rows: int) -> np.ndarray | None:
+        """A few stored inputs to probe a teacher with, for a space with no seed data; None: the
+        seed data's own (images)."""
         return None
 
     def card_parameters(self, cfg) -> list[dict] | None:

@@ -36,6 +36,9 @@ class VectorSpace(InputSpace):
                "data.space vectors has no seed data to train a teacher on: give teacher.kind callable (a simulator) "
                "or teacher.checkpoint.")
 
+    def probe_inputs(self, cfg, rows: int):
+        return vectors.sample_points(vectors.box_of(cfg.data.parameters), "sobol", cfg.data.seed, rows)
+
     def card_parameters(self, cfg) -> list[dict]:
         return vectors.box_dicts(vectors.box_of(cfg.data.parameters))
 

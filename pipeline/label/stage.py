@@ -103,7 +103,7 @@ def label_split(cfg: Config, paths: rundir.RunPaths, split: str, planned: int, b
                                    input_shape=list(card.input_shape), num_classes=card.num_outputs,
                                    input_space=cfg.data.space, task=cfg.task.kind, parameters=_parameters(cfg),
                                    planned_shards=planned, row_group_size=cfg.data.row_group_size,
-                                   top_k=cfg.label.top_k)
+                                   top_k=cfg.label.top_k, target_shape=card.output_shape)
     # Dropped from the manifest, so relabeled like never-labeled shards (written, renamed, recorded).
     replaced = {i: manifest.shards.pop(i) for i in damaged}
     metadata = {"teacher_fingerprint": card.fingerprint, "generator_hash": gen_hash, "split": split,
@@ -236,10 +236,9 @@ def _label_stage(cfg: Config, paths: rundir.RunPaths, seed: SeedData | None) -> 
         raise UserError(f"label.top_k = {cfg.label.top_k} keeps every one of the teacher's {card.num_outputs} classes; "
                         "leave it unset, or choose fewer.")
     space = get_space(cfg.data.space)
-    if space.uses_seed_images:
-        seed_images = seed.train_images if seed is not None else space.seed_images(cfg)
-    else:
-        seed_images = None
+    # What generation starts from: the seed images already read by the caller, else the space's own
+    # (images read them, a field space its base arrays; None for inputs made from the config alone).
+    seed_images = seed.train_images if space.uses_seed_images and seed is not None else space.seed_images(cfg)
     gen_hash = generator_hash(cfg, seed_images)
     damaged = damaged_splits(cfg, paths, card.fingerprint, gen_hash)
     # With adapt.rounds, only round 0's share of the training shards is uniform (pipeline/adapt/).

@@ -51,6 +51,7 @@ class Manifest:
     input_space: str = "images"  # how stored inputs decode to model inputs (pipeline.inputs.space)
     task: str = "classification"  # what the targets are (pipeline.tasks.task)
     parameters: Optional[list] = None  # vectors: the box, [{name, low, high, log}] (pipeline.inputs.vectors)
+    target_shape: Optional[list] = None  # fields: one target's shape [C', *grid] (stored flat); None: [K]
     label_seconds: float = 0.0  # wall clock the label stage spent writing this split's shards (all runs)
     schema_version: int = SCHEMA_VERSION
     shards: dict[int, ShardRecord] = field(default_factory=dict)

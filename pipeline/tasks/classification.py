@@ -75,7 +75,7 @@ class Classification(Task):
         # Agreement is the figure a user cares about, and it saturates: a rise below min_delta is none.
         return {"monitor": "train/agreement", "mode": "max", "min_delta": cfg.train.min_delta}
 
-    def new_metrics(self, num_outputs: int, bins: int, tolerance: float):
+    def new_metrics(self, num_outputs: int, bins: int, tolerance: float, target_shape=None):
         from pipeline.tasks.metrics import SplitMetrics  # torchmetrics: only where metrics are computed
 
         return SplitMetrics(num_outputs, bins)

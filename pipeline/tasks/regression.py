@@ -45,6 +45,18 @@ BATCH_SIZE, LR, PATIENCE = 256, 2e-3, 30
 TARGET_STEPS, MIN_EPOCHS, MAX_EPOCHS = 40_000, 150, 2_000
 
 
+def pool_per_channel(mean: list[float], std: list[float], shape) -> tuple[list[float], list[float]]:
+    """Per-output moments of a field target [C', *grid] pooled over its grid: each channel's mean and
+    spread over all its points (every point has as many rows, so pooling the moments is exact)."""
+    m = np.asarray(mean).reshape(shape[0], -1)
+    second = (np.asarray(std).reshape(shape[0], -1) ** 2 + m ** 2).mean(axis=1)
+    centre = m.mean(axis=1)
+    spread = np.sqrt(np.maximum(second - centre ** 2, 0))
+    spread = np.where(spread > 1e-12 * (1 + np.abs(centre)), spread, 1.0)
+    size = m.shape[1]
+    return np.repeat(centre, size).tolist(), np.repeat(spread, size).tolist()
+
+
 class Regression(Task):
     name = "regression"
     column = "targets"
@@ -61,10 +73,11 @@ class Regression(Task):
         if cfg.label.top_k is not None:
             raise ConfigError("label.top_k is for classification logits, not regression.")
 
-    def output_scale(self, cfg, target_batches: Callable[[], Iterable[dict]]) -> OutputScale:
+    def output_scale(self, cfg, target_batches: Callable[[], Iterable[dict]], target_shape=None) -> OutputScale:
         """The transform task.target_transform asks for (auto: chosen from a sample of the training
         targets, pipeline/tasks/target_transforms.py), then the per-output standardisation of the
-        transformed targets over every training row."""
+        transformed targets over every training row; for field targets ([C', *grid]) per channel,
+        pooled over the grid (a point the boundary pins has no spread of its own to divide by)."""
         from pipeline.errors import UserError
         from pipeline.tasks import target_transforms
         from pipeline.tasks.regression_metrics import target_stats
@@ -76,6 +89,8 @@ class Regression(Task):
         except ValueError as exc:
             raise UserError(str(exc)) from exc
         mean, std = target_stats(target_batches(), lambda y: forward_transform(chosen.name, chosen.value, y))
+        if target_shape and len(target_shape) >= 2:
+            mean, std = pool_per_channel(mean, std, target_shape)
         scale = OutputScale(mean, std, chosen.name, chosen.value)
         scale.reason = chosen.reason  # recorded in the student's card
         return scale
@@ -96,20 +111,26 @@ class Regression(Task):
         batch = cfg.train.batch_size or BATCH_SIZE
         steps_per_epoch = max(1, labels // batch)
         epochs = min(MAX_EPOCHS, max(MIN_EPOCHS, round(TARGET_STEPS / steps_per_epoch)))
+        chosen = {"student": dict(STUDENT),
+                  "train": {"max_epochs": epochs, "batch_size": BATCH_SIZE, "lr": LR, "patience": PATIENCE}}
         why = (f"regression defaults for {len(d.parameters)} parameters and {labels:,} labels: "
                f"about {TARGET_STEPS:,} optimizer steps at batch {batch}")
-        return {"student": dict(STUDENT),
-                "train": {"max_epochs": epochs, "batch_size": BATCH_SIZE, "lr": LR, "patience": PATIENCE}}, why
+        from pipeline.inputs import get_space
+
+        space_says = get_space(d.space).training_defaults(cfg, labels)
+        if space_says:  # inputs of another shape (fields) call for another student and its own training
+            chosen, why = {k: {**chosen.get(k, {}), **space_says.get(k, {})} for k in ("student", "train")}, space_says["why"]
+        return chosen, why
 
     def stopping(self, cfg) -> dict:
         # The training loss keeps falling by orders of magnitude long after the share within
         # tolerance is 0 or 1, so any fall at all counts as progress.
         return {"monitor": "train/loss", "mode": "min", "min_delta": 0.0}
 
-    def new_metrics(self, num_outputs: int, bins: int, tolerance: float):
+    def new_metrics(self, num_outputs: int, bins: int, tolerance: float, target_shape=None):
         from pipeline.tasks.regression_metrics import RegressionMetrics
 
-        return RegressionMetrics(num_outputs, tolerance)
+        return RegressionMetrics(num_outputs, tolerance, target_shape)
 
     def row_scores(self, student: torch.Tensor, teacher: torch.Tensor) -> dict[str, np.ndarray]:
         return {"mismatch": np.zeros(len(student), bool),

@@ -89,7 +89,9 @@ def figures(report) -> dict[str, tuple[str, bytes]]:
     if details.get("heatmap"):
         out["heatmap"] = (("Where in the parameter box the error sits: the mean held-out error on a grid of two "
                           "parameters."), error_heatmap(details))
-    return out
+    from pipeline.tasks import field_plots
+
+    return out | field_plots.figures(report.regression or {})
 
 
 def sweep(sweep: dict) -> bytes:

@@ -31,8 +31,11 @@ def build(ctx) -> dict:
     """The section's fields, from the eval stage's context (pipeline.evaluate.stage.EvalContext):
     errors on the training and held-out shards, the figures' data, and speed."""
     card = ctx.card
-    names = [p["name"] for p in (card.parameters or [])] or [str(i) for i in range(card.input_shape[0])]
-    axes = heatmap_axes(names, ctx.cfg.eval.heatmap)
+    # Named parameters (vectors); a field's inputs have channels, not names, and no parameter grid.
+    names = [p["name"] for p in (card.parameters or []) if "name" in p]
+    if not names and len(card.input_shape) == 1:
+        names = [str(i) for i in range(card.input_shape[0])]
+    axes = heatmap_axes(names, ctx.cfg.eval.heatmap) if names else (0, 0)
     values = ctx.evaluate_splits(keep_worst=False)
     details = ctx.heldout_details(names, axes)
     speed = {"teacher": ctx.teacher_speed()}
@@ -47,8 +50,9 @@ def build(ctx) -> dict:
 def speedup(teacher: dict, student: dict) -> dict:
     rate = teacher.get("samples_per_s")
     if not rate:
-        return {"batch1": None, "batch1024": None}
-    return {"batch1": student["samples_per_s_batch1"] / rate, "batch1024": student["samples_per_s_batch1024"] / rate}
+        return {"batch1": None, "batch256": None, "batch1024": None}
+    return {f"batch{b}": student[f"samples_per_s_batch{b}"] / rate for b in (1, 256, 1024)
+            if f"samples_per_s_batch{b}" in student}
 
 
 # -- reading --------------------------------------------------------------------------------------
@@ -87,8 +91,13 @@ def summary_lines(report) -> list[str]:
         lines.append(f"speed: simulator {t['samples_per_s']:,.0f} samples/s while labeling (all actors; "
                      f"{t.get('samples_per_s_per_actor') or 0:,.0f} per actor), student "
                      f"{s['samples_per_s_batch1024']:,.0f} samples/s at batch 1024 ({s['threads_batch1024']} threads, "
-                     f"{x['batch1024']:,.0f}x faster) and {s['samples_per_s_batch1']:,.0f} at batch 1 (1 thread)")
+                     f"{x['batch1024']:,.0f}x faster; {x.get('batch256') or 0:,.0f}x at batch 256) and {s['samples_per_s_batch1']:,.0f} at batch 1 (1 thread)")
     lines.append(f"parameters: student {report.params.get('student', 0):,}")
+    for split in ("train", "heldout"):
+        vrmse = ((report.regression or {}).get(split) or {}).get("vrmse")
+        if vrmse:
+            lines.append(f"{split} VRMSE per output channel (1.0: no better than the field's mean): " + ", ".join(
+                f"channel {v['channel']} median {v['median']:.3g}, p95 {v['p95']:.3g}" for v in vrmse))
     transform = (report.regression or {}).get("target_transform")
     if transform and transform.get("name"):
         parameter = {"log": f", floor {transform['value']:.3g}",

@@ -85,7 +85,7 @@ class Task:
         return cfg.train.max_epochs
 
     # -- training ----------------------------------------------------------------------------
-    def output_scale(self, cfg, target_batches: Callable[[], Iterable[dict]]):
+    def output_scale(self, cfg, target_batches: Callable[[], Iterable[dict]], target_shape=None):
         """What the student's raw outputs pass through to become targets (a module fitted on the
         training targets), or None. `target_batches()` yields the training split's target column."""
         return None
@@ -100,7 +100,7 @@ class Task:
         raise NotImplementedError
 
     # -- measuring ---------------------------------------------------------------------------
-    def new_metrics(self, num_outputs: int, bins: int, tolerance: float):
+    def new_metrics(self, num_outputs: int, bins: int, tolerance: float, target_shape=None):
         """Empty, mergeable metric states of a split: update(predicted, teacher), merge(other), compute()."""
         raise NotImplementedError
 

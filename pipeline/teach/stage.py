@@ -201,6 +201,7 @@ def _import(cfg: Config, seed: SeedData, kind: str) -> tuple[bytes | None, Teach
         teacher = wrap(card, None, t.arch)
     _check_declared_shape(declared, seed, source)
     card.classes = _classes(seed, _probe(teacher, card, seed, source), source)
+    card.output_shape = getattr(teacher, "output_shape", None)
     if kind == "torch":  # rebuilt with the final class count, as every other process will
         teacher = wrap(card, content, t.checkpoint)
     if note:

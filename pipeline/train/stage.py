@@ -114,7 +114,7 @@ def fit_student(cfg: Config, paths: rundir.RunPaths, student_dir: str, preflight
         # Resumed from a checkpoint of the very last step: nothing was left to train or log.
         metrics.update({"progress/epochs": resume.epoch + 1, "progress/steps": resume.step})
     card = StudentCard(
-        arch=cfg.student.arch, kwargs=student_kwargs(cfg.student), input_space=manifest.input_space,
+        arch=cfg.student.arch, kwargs=student_kwargs(cfg.student, manifest.target_shape), input_space=manifest.input_space,
         task=manifest.task, parameters=manifest.parameters,
         target_mean=scale.mean.tolist() if scale is not None else None,
         target_std=scale.std.tolist() if scale is not None else None,

@@ -16,7 +16,7 @@ from safetensors.torch import save as save_safetensors
 from pipeline.config import StudentConfig
 from pipeline.errors import UserError
 from pipeline.fields import type_problem
-from pipeline.resolve import build_module, is_import_path, resolve_factory
+from pipeline.resolve import accepts, build_module, is_import_path, resolve_factory
 from pipeline.run import rundir, storage
 from students import STUDENTS
 from students.scale import OutputScale
@@ -63,9 +63,14 @@ class StudentCard:
         return cls(**{k: v for k, v in data.items() if k in names})
 
 
-def student_kwargs(s: StudentConfig) -> dict:
-    """The factory's keyword args: built-ins take width and depth; your own factory takes kwargs alone."""
-    return dict(s.kwargs) if is_import_path(s.arch) else {"width": s.width, "depth": s.depth, **s.kwargs}
+def student_kwargs(s: StudentConfig, target_shape: list | None = None) -> dict:
+    """The factory's keyword args: built-ins take width and depth; your own factory takes kwargs alone.
+    Targets that are fields add their shape, output_shape=[C', *grid], where the factory takes it (a
+    neural operator does; an MLP sees only the flat outputs)."""
+    kwargs = dict(s.kwargs) if is_import_path(s.arch) else {"width": s.width, "depth": s.depth, **s.kwargs}
+    if target_shape and accepts(resolve_factory(s.arch, STUDENTS, STUDENT_ARCH), "output_shape"):
+        kwargs["output_shape"] = list(target_shape)
+    return kwargs
 
 
 def check_student_arch(s: StudentConfig) -> None:

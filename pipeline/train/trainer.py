@@ -41,7 +41,7 @@ def build_module(cfg: Config, manifest: Manifest, steps_per_epoch: int,
     scale on the training targets passes it as `target_scale` (output_scale)."""
     L.seed_everything(cfg.train.seed, workers=True, verbose=False)
     t = cfg.train
-    student = build_student(cfg.student.arch, student_kwargs(cfg.student), manifest.input_shape, manifest.num_classes)
+    student = build_student(cfg.student.arch, student_kwargs(cfg.student, manifest.target_shape), manifest.input_shape, manifest.num_classes)
     decode = space.decode_module(manifest.input_space, manifest.input_shape, manifest.parameters)
     objective = get_task(manifest.task).objective(cfg, target_scale)
     return DistillationModule(student, decode, objective, lr=t.lr, schedule=t.schedule, steps_per_epoch=steps_per_epoch)
@@ -51,7 +51,8 @@ def output_scale(cfg: Config, split_dir: str, manifest: Manifest) -> OutputScale
     """What the task fits on the training targets to scale the student's outputs (regression: the
     target transform and the per-output standardisation), or None."""
     return get_task(manifest.task).output_scale(
-        cfg, lambda: shards.iter_batches(split_dir, manifest, 65536, columns=(manifest.target_column,)))
+        cfg, lambda: shards.iter_batches(split_dir, manifest, 65536, columns=(manifest.target_column,)),
+        manifest.target_shape)
 
 
 class PlateauStop(EarlyStopping):
