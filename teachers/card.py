@@ -26,6 +26,7 @@ class TeacherCard:
     kind: str
     input_shape: list[int]  # one input, without the batch dimension ([C, H, W] for images)
     classes: list[str]  # one name per output (class names, or "0".."K-1" when the data names none)
+    output_shape: list[int] | None = None  # one output's shape when it is a field ([C', *grid]); None: [K]
     arch: str = ""  # registry name or import path (torch, callable); empty for export / onnx
     kwargs: dict = field(default_factory=dict)  # keyword args of the factory or callable
     version: str | None = None  # a callable's declared version: a new version is a new teacher

@@ -1,6 +1,6 @@
 """Teachers of every kind behind one call: a float32 numpy batch in, a float32 numpy batch out.
 
-    teacher(x: float32 [B, *input_shape]) -> float32 [B, K]
+    teacher(x: float32 [B, *input_shape]) -> float32 [B, K]   (a field per sample, [B, C', *grid], flattened)
 
 The pipeline labels, evaluates and times every teacher through this call, so a registry CNN, a
 user's module, a torch.export program, an ONNX model and a simulator are interchangeable. Each
@@ -13,6 +13,16 @@ from __future__ import annotations
 import numpy as np
 import torch
 import torch.nn as nn
+
+
+def flat_outputs(out: np.ndarray, rows: int, owner) -> np.ndarray:
+    """A teacher's outputs as [rows, K]: a field per sample ([B, C', *grid]) is a vector of its values;
+    its shape is kept on `owner.output_shape`, which the teacher stage records."""
+    out = np.asarray(out, dtype=np.float32)
+    if out.ndim > 2 and len(out) == rows:
+        owner.output_shape = [int(d) for d in out.shape[1:]]
+        out = out.reshape(rows, -1)
+    return out
 
 
 class TorchTeacher:
@@ -29,7 +39,7 @@ class TorchTeacher:
         batch = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)).to(self.device, non_blocking=True)
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.autocast):
             out = self.module(batch)
-        return out.float().cpu().numpy()
+        return flat_outputs(out.float().cpu().numpy(), len(x), self)
 
 
 def exported_module(program) -> nn.Module:
@@ -67,7 +77,7 @@ class OnnxTeacher:
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
         out = self.session.run(None, {self.input_name: np.ascontiguousarray(x, dtype=np.float32)})[0]
-        return np.asarray(out, dtype=np.float32)
+        return flat_outputs(out, len(x), self)
 
 
 class CallableTeacher:
@@ -77,7 +87,4 @@ class CallableTeacher:
         self.fn = fn
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
-        out = np.asarray(self.fn(np.ascontiguousarray(x, dtype=np.float32)), dtype=np.float32)
-        if out.ndim > 2 and len(out) == len(x):
-            out = out.reshape(len(x), -1)  # a field per sample ([B, H, W], ...) is a vector of outputs
-        return out
+        return flat_outputs(self.fn(np.ascontiguousarray(x, dtype=np.float32)), len(x), self)
