@@ -257,6 +257,11 @@ class StudentConfig:
     """Hidden layers (mlp) or conv blocks (cnn) of a built-in. None: the task's default (classification
     3: for a fixed budget of parameters depth fits the teacher's function better than width, 33.8k
     parameters on digits, 10.7x fewer than the teacher; regression 4)."""
+    activation: Optional[Literal["relu", "silu", "gelu", "tanh"]] = field(default=None,
+                                                                           metadata={"omit_when_default": True})
+    """The hidden layers' nonlinearity of a built-in mlp or cnn. None: the task's default (relu for
+    classification; silu for regression, whose smooth targets a piecewise-linear fit copies with
+    several times the error at the same size)."""
     kwargs: dict = field(default_factory=dict)
     """More keyword arguments of the factory, e.g. '{"hidden": 64}'."""
 

@@ -13,27 +13,37 @@ from teachers.registry import Registry
 STUDENTS = Registry("student")
 register_student = STUDENTS.register
 
+ACTIVATIONS = {"relu": nn.ReLU, "silu": nn.SiLU, "gelu": nn.GELU, "tanh": nn.Tanh}
+
+
+def activation_layer(name: str) -> nn.Module:
+    if name not in ACTIVATIONS:
+        raise ValueError(f"unknown activation {name!r}; expected one of: {', '.join(ACTIVATIONS)}")
+    return ACTIVATIONS[name]()
+
 
 @register_student("mlp")
-def mlp(input_shape: tuple[int, int, int], num_outputs: int, width: int = 128, depth: int = 2) -> nn.Module:
-    """Flatten, then `depth` hidden layers of `width` units with ReLU."""
+def mlp(input_shape: tuple[int, int, int], num_outputs: int, width: int = 128, depth: int = 2,
+        activation: str = "relu") -> nn.Module:
+    """Flatten, then `depth` hidden layers of `width` units with `activation` (ReLU by default)."""
     layers: list[nn.Module] = [nn.Flatten()]
     features = math.prod(input_shape)
     for _ in range(depth):
-        layers += [nn.Linear(features, width), nn.ReLU(inplace=True)]
+        layers += [nn.Linear(features, width), activation_layer(activation)]
         features = width
     layers.append(nn.Linear(features, num_outputs))
     return nn.Sequential(*layers)
 
 
 @register_student("cnn")
-def cnn(input_shape: tuple[int, int, int], num_outputs: int, width: int = 16, depth: int = 2) -> nn.Module:
+def cnn(input_shape: tuple[int, int, int], num_outputs: int, width: int = 16, depth: int = 2,
+        activation: str = "relu") -> nn.Module:
     """`depth` conv blocks of `width` channels (3x3 conv, ReLU; 2x2 max-pool while the map allows),
     global average pooling, one linear layer."""
     channels, height, _ = input_shape
     layers: list[nn.Module] = []
     for _ in range(depth):
-        layers += [nn.Conv2d(channels, width, 3, padding=1), nn.ReLU(inplace=True)]
+        layers += [nn.Conv2d(channels, width, 3, padding=1), activation_layer(activation)]
         if height >= 4:
             layers.append(nn.MaxPool2d(2))
             height //= 2

@@ -70,8 +70,9 @@ def code(tmp_path_factory):
 @pytest.fixture(scope="module")
 def run_1d(code, tmp_path_factory):
     out = tmp_path_factory.mktemp("fields") / "run"
+    # One active round too: its proposals are the worst fields, perturbed.
     proc = cli("run", "--out", str(out), "--code_dir", str(code), "--teacher.arch", "solvers:Heat",
-               "--data.fields.grid", "[32]", *TINY)
+               "--data.fields.grid", "[32]", *TINY, "--data.shards", "3", "--adapt.rounds", "1", timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     return out, proc
 
@@ -129,6 +130,35 @@ def test_the_student_copies_the_solver_on_stored_inputs(run_1d):
     assert np.median(errors) == pytest.approx(report["regression"]["heldout"]["rel_l2"]["median"], rel=1e-3)
 
 
+def test_an_active_round_proposes_perturbed_worst_fields(run_1d):
+    out, _ = run_1d
+    rounds = json.load(open(out / "adapt" / "rounds.json"))["rounds"]
+    assert [r["round"] for r in rounds] == [0, 1] and rounds[-1]["labels"] == 3 * 128
+    manifest = json.load(open(out / "shards" / "train" / "manifest.json"))
+    kinds = [s["provenance"]["kinds"] for s in manifest["shards"] if s.get("round")]
+    assert kinds == [{"field-perturbation": 128}]
+
+
+def test_sweep_and_promotion_work_on_fields(run_1d, code, tmp_path, capsys):
+    from pipeline.__main__ import main
+
+    out, _ = run_1d
+    report = json.load(open(out / "report.json"))
+    bar = report["regression"]["heldout"]["rel_l2"]["p95"] * 4  # the run's own student (width 8) is within it
+    status = main(["sweep", str(out), "--code_dir", str(code), "--max-rel-error", str(bar), "--sweep.widths", "[4, 8]",
+                   "--eval.latency_seconds", "0.02"])
+    printed = capsys.readouterr()
+    assert status == 0, printed.err[-3000:]
+    sweep = json.load(open(out / "sweep" / "sweep.json"))
+    assert [t["arch"] for t in sweep["trials"]] == ["fno", "fno"] and sweep["smallest"] is not None
+    registry = tmp_path / "registry"
+    assert main(["promote", str(out), "--registry", str(registry), "--max-rel-error", str(bar)]) == 0
+    assert (registry / "current").read_text().strip() == "v0001"
+    # The same student against a bar it cannot meet: the gate refuses it (exit 3), nothing moves.
+    assert main(["promote", str(out), "--registry", str(tmp_path / "other"), "--max-rel-error", "1e-9"]) == 3
+    assert not (tmp_path / "other" / "current").exists()
+
+
 def test_a_2d_run_with_two_output_channels(code, tmp_path):
     out = tmp_path / "run"
     proc = cli("run", "--out", str(out), "--code_dir", str(code), "--teacher.arch", "solvers:Squares",
@@ -141,37 +171,25 @@ def test_a_2d_run_with_two_output_channels(code, tmp_path):
     assert (out / "plots" / "worst_fields.png").exists()
 
 
-def test_float16_storage_halves_the_input_bytes(code, tmp_path):
+def test_the_users_own_arrays_are_perturbed_and_stored_as_float16(code, tmp_path):
     from pipeline import shards
 
-    sizes = {}
-    for dtype in ("float32", "float16"):
-        out = tmp_path / dtype
-        proc = label(out, "--code_dir", str(code), "--teacher.arch", "solvers:Heat",
-                     "--data.fields.grid", "[64]", "--data.fields.dtype", dtype, *TINY)
-        assert proc.returncode == 0, proc.stderr[-3000:]
-        manifest = shards.require_manifest(str(out / "shards" / "train"))
-        rows = shards.read_split(str(out / "shards" / "train"), manifest, ("input",))
-        assert rows["input"].dtype == getattr(__import__("torch"), dtype)
-        sizes[dtype] = rows["input"].numel() * rows["input"].element_size()
-    assert sizes["float16"] * 2 == sizes["float32"]
-
-
-def test_the_users_own_arrays_are_perturbed(code, tmp_path):
     base = np.stack([np.sin(2 * np.pi * k * np.arange(32) / 32) for k in (1, 2, 3)]).astype(np.float32)
     np.save(tmp_path / "base.npy", base)
     out = tmp_path / "run"
     channel = '[{"length_scale": 0.2, "amplitude": 0.01, "periodic": true}]'
     proc = label(out, "--code_dir", str(code), "--teacher.arch", "solvers:Heat",
                  "--data.fields.grid", "[32]", *TINY, "--data.fields.channels", channel,
-                 "--data.fields.base", str(tmp_path / "base.npy"))
+                 "--data.fields.base", str(tmp_path / "base.npy"), "--data.fields.dtype", "float16")
     assert proc.returncode == 0, proc.stderr[-3000:]
-    from pipeline import shards
-
-    manifest = shards.require_manifest(str(out / "shards" / "train"))
-    x = shards.read_split(str(out / "shards" / "train"), manifest, ("input",))["input"].numpy()
+    split = str(out / "shards" / "train")
+    manifest = shards.require_manifest(split)
+    stored = shards.read_split(split, manifest, ("input",))["input"]
+    assert str(stored.dtype) == "torch.float16" and stored.shape == (256, 32)  # 2 bytes a value, not 4
+    x = stored.float().numpy()
     nearest = np.abs(x[:, None, :] - base[None]).max(axis=2).min(axis=1)
     assert nearest.max() < 0.1 and nearest.min() > 0  # every input near one of the arrays, none equal to it
+    assert len({int(np.argmin(np.abs(row - base).max(axis=1))) for row in x}) == 3  # all three arrays used
 
 
 @pytest.mark.parametrize("args, message", [
@@ -181,13 +199,16 @@ def test_the_users_own_arrays_are_perturbed(code, tmp_path):
     (["--data.fields.grid", "[32]", "--data.fields.base", "{root}/missing.npy"], "missing.npy"),
     (["--data.fields.grid", "[32]", "--data.fields.base", "{root}/two.npy"], "2 channels"),
 ])
-def test_field_config_mistakes_are_one_sentence(code, tmp_path, args, message):
+def test_field_config_mistakes_are_one_sentence(tmp_path, capsys, args, message):
+    """Refused while the command line is read (in this process: nothing runs before the check)."""
+    from pipeline.__main__ import main
+
     np.save(tmp_path / "two.npy", np.zeros((3, 2, 32), np.float32))
     args = [a.replace("{root}", str(tmp_path)) for a in args]
-    proc = cli("run", "--out", str(tmp_path / "run"), "--code_dir", str(code), "--teacher.arch", "solvers:Heat",
-               *TINY, *args)
-    assert proc.returncode == 2, proc.stderr[-2000:]
-    assert message in proc.stderr and "Traceback" not in proc.stderr
+    code = main(["run", "--out", str(tmp_path / "run"), "--teacher.arch", "solvers:Heat", *TINY, *args])
+    err = capsys.readouterr().err
+    assert code == 2, err[-2000:]
+    assert message in err and "Traceback" not in err
     assert not (tmp_path / "run" / "shards").exists()
 
 

@@ -40,7 +40,7 @@ class ValueObjective(nn.Module):
 # Defaults for a surrogate: a plain MLP trained long enough to interpolate its labels. The epochs
 # follow the label count, so that a small table is trained for as many optimizer steps as a large
 # one (and a large one at least MIN_EPOCHS passes).
-STUDENT = {"width": 256, "depth": 4}
+STUDENT = {"width": 256, "depth": 4, "activation": "silu"}
 BATCH_SIZE, LR, PATIENCE = 256, 2e-3, 30
 TARGET_STEPS, MIN_EPOCHS, MAX_EPOCHS = 40_000, 150, 2_000
 

@@ -68,7 +68,10 @@ def student_kwargs(s: StudentConfig, target_shape: list | None = None) -> dict:
     Targets that are fields add their shape, output_shape=[C', *grid], where the factory takes it (a
     neural operator does; an MLP sees only the flat outputs)."""
     kwargs = dict(s.kwargs) if is_import_path(s.arch) else {"width": s.width, "depth": s.depth, **s.kwargs}
-    if target_shape and accepts(resolve_factory(s.arch, STUDENTS, STUDENT_ARCH), "output_shape"):
+    factory = resolve_factory(s.arch, STUDENTS, STUDENT_ARCH)
+    if s.activation is not None and not is_import_path(s.arch) and accepts(factory, "activation"):
+        kwargs.setdefault("activation", s.activation)
+    if target_shape and accepts(factory, "output_shape"):
         kwargs["output_shape"] = list(target_shape)
     return kwargs
 
