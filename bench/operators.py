@@ -23,14 +23,14 @@ Bars: burgers median <= 5e-3, p95 <= 1.5e-2, <= 8,192 solver calls, wall <= 30 m
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import subprocess
 import sys
 import tempfile
-import time
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), ".."))
+sys.path.insert(0, ROOT)
+
+from bench.timed_run import timed_pipeline_run  # noqa: E402  (after the path is set)
 
 CASES = {
     "burgers": {"config": "pipeline/configs/burgers-operator.yaml",
@@ -45,27 +45,8 @@ QUICK = ["--data.shards", "2", "--data.samples_per_shard", "128", "--data.heldou
 
 def run_case(name: str, out: str, quick: bool, extra: list[str]) -> tuple[dict, float]:
     """`python -m pipeline run` into `out` (reused when finished): its report and wall seconds."""
-    args = [sys.executable, "-m", "pipeline", "run", "--config", CASES[name]["config"], "--out", out,
-            *(QUICK if quick else []), *extra]
     print(f"[{name}] python -m pipeline run --config {CASES[name]['config']} --out {out}", flush=True)
-    began = time.perf_counter()
-    proc = subprocess.Popen(args, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    reused = False
-    for line in proc.stdout:
-        print(f"  | {line.rstrip()}", flush=True)
-        reused |= line.startswith("nothing to do")
-    if proc.wait() != 0:
-        raise SystemExit(f"[{name}] the pipeline run failed with exit code {proc.returncode}")
-    seconds = time.perf_counter() - began
-    wall_file = out.rstrip("/") + ".wall.json"  # beside the run directory, not in it
-    if reused and os.path.exists(wall_file):
-        with open(wall_file) as f:
-            seconds = json.load(f)["seconds"]
-    elif not reused:
-        with open(wall_file, "w") as f:
-            json.dump({"seconds": seconds}, f)
-    with open(os.path.join(out, "report.json")) as f:
-        return json.load(f), seconds
+    return timed_pipeline_run(name, ["--config", CASES[name]["config"], *(QUICK if quick else []), *extra], out)
 
 
 def check(value, bar) -> bool:

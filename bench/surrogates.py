@@ -35,9 +35,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
-import subprocess
 import sys
 import tempfile
 import time
@@ -48,6 +46,8 @@ import numpy as np
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), ".."))
 BENCH = os.path.join(ROOT, "bench")
 sys.path.insert(0, ROOT)  # bench.simulators and the pipeline, whichever directory this is started from
+
+from bench.timed_run import timed_pipeline_run  # noqa: E402  (after the path is set)
 
 
 @dataclass
@@ -100,8 +100,7 @@ def cases(quick: bool) -> dict[str, Case]:
 # -- the pipeline, as a user runs it --------------------------------------------------------------
 def pipeline_run(case: Case, out: str, quick: bool, extra: list[str]) -> tuple[dict, float]:
     """`python -m pipeline run` into `out` (reused when finished): its report and wall seconds."""
-    args = [sys.executable, "-m", "pipeline", "run", "--out", out,
-            "--task.kind", "regression", "--data.space", "vectors", "--data.parameters", json.dumps(case.parameters),
+    args = ["--task.kind", "regression", "--data.space", "vectors", "--data.parameters", json.dumps(case.parameters),
             "--teacher.kind", "callable", "--teacher.arch", case.arch,
             "--data.shards", str(case.shards), "--data.samples_per_shard", str(case.samples),
             "--data.heldout_shards", str(case.heldout_shards),
@@ -114,24 +113,7 @@ def pipeline_run(case: Case, out: str, quick: bool, extra: list[str]) -> tuple[d
         args += ["--train.max_epochs", "3"]
     args += extra
     print(f"[{case.name}] python -m pipeline run --out {out} ... --teacher.arch {case.arch}", flush=True)
-    began = time.perf_counter()
-    proc = subprocess.Popen(args, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    reused = False
-    for line in proc.stdout:
-        print(f"  | {line.rstrip()}", flush=True)
-        reused |= line.startswith("nothing to do")
-    if proc.wait() != 0:
-        raise SystemExit(f"[{case.name}] the pipeline run failed with exit code {proc.returncode}")
-    seconds = time.perf_counter() - began
-    wall_file = out.rstrip("/") + ".wall.json"  # beside the run directory, not in it
-    if reused and os.path.exists(wall_file):
-        with open(wall_file) as f:
-            seconds = json.load(f)["seconds"]
-    elif not reused:
-        with open(wall_file, "w") as f:
-            json.dump({"seconds": seconds}, f)
-    with open(os.path.join(out, "report.json")) as f:
-        return json.load(f), seconds
+    return timed_pipeline_run(case.name, args, out)
 
 
 # -- the plain PyTorch reference ------------------------------------------------------------------
