@@ -52,7 +52,7 @@ def resolve_defaults(cfg: Config) -> dict[str, object]:
     filled: dict[str, object] = {}
     for section, values in chosen.items():
         current = getattr(cfg, section)
-        unset = {k: v for k, v in values.items() if getattr(current, k) is None}
+        unset = {k: v for k, v in values.items() if v is not None and getattr(current, k) is None}
         if unset:
             setattr(cfg, section, dataclasses.replace(current, **unset))
             filled |= {f"{section}.{k}": v for k, v in unset.items()}

@@ -80,6 +80,8 @@ def test_report_holds_the_surrogate_contract(surrogate_run):
     card = json.load(open(out / "teacher" / "teacher.json"))
     assert card["version"] == "decay-1" and card["kind"] == "callable" and card["arch"] == "simulators:Flaky"
     assert "rel. L2 median" in proc.stdout
+    student = json.load(open(out / "student" / "student.json"))
+    assert student["kwargs"]["activation"] == "silu"  # the regression task's choice for smooth targets
 
 
 def test_targets_are_float32_and_the_student_answers_in_physical_units(surrogate_run):

@@ -10,7 +10,7 @@ keeps one step of a batch of 32 fields of 256 points in the tens of milliseconds
 
 from __future__ import annotations
 
-STUDENT = {"width": 32, "depth": 4}
+STUDENT = {"width": 32, "depth": 4, "activation": None}  # a neural operator has its own nonlinearity
 BATCH_SIZE, LR, PATIENCE = 32, 3e-3, 30
 TARGET_STEPS, MIN_EPOCHS, MAX_EPOCHS = 20_000, 20, 2_000
 
