@@ -175,6 +175,8 @@ def test_load_field_arrays_mistakes_are_one_sentence_user_errors(tmp_path):
     np.savez(tmp_path / "two.npz", ic=np.zeros((2, 16)), coeff=np.ones((2, 16)))
     (tmp_path / "a.txt").write_text("1 2 3")
     (tmp_path / "junk.npy").write_bytes(b"\x93NUMPY garbage")
+    (tmp_path / "renamed.npy").write_text("not an array")  # a text file under an array's name
+    (tmp_path / "renamed.npz").write_text("not an archive")
     pq.write_table(pa.table({"u": [[1.0, 2.0], [3.0]], "v": ["a", "b"]}), tmp_path / "t.parquet")
 
     assert "does not exist" in error("missing.npy")
@@ -190,6 +192,8 @@ def test_load_field_arrays_mistakes_are_one_sentence_user_errors(tmp_path):
     assert "complex" in error("complex.npy")
     assert "never unpickled" in error("objects.npy")
     assert "could not be read" in error("junk.npy")
+    assert "is not a .npy array file" in error("renamed.npy") and "never unpickled" not in error("renamed.npy")
+    assert "is not an .npz archive" in error("renamed.npz")
     assert all(word in error("t.parquet") for word in ("'field'", "u", "v"))
     assert "different lengths" in error("t.parquet", "u")
     assert "lists of numbers" in error("t.parquet", "v")

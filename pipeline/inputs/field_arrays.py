@@ -51,7 +51,20 @@ def _refuse_pickles(path: str, exc: ValueError):
     return exc
 
 
+MAGIC = {".npy": (b"\x93NUMPY", "a .npy array file"), ".npz": (b"PK\x03\x04", "an .npz archive")}
+
+
+def _check_magic(path: str, suffix: str) -> None:
+    """A file that is not what its extension says: np.load would take it for a pickle and say so."""
+    magic, what = MAGIC[suffix]
+    with open(path, "rb") as f:
+        if f.read(len(magic)) != magic:
+            raise UserError(f"{path} is not {what} (its first bytes are not numpy's); expected an array saved "
+                            f"with numpy.{'save' if suffix == '.npy' else 'savez'}.")
+
+
 def _npy(path: str, key: str | None) -> np.ndarray:
+    _check_magic(path, ".npy")
     try:
         return np.load(path, allow_pickle=False)
     except ValueError as exc:
@@ -59,6 +72,7 @@ def _npy(path: str, key: str | None) -> np.ndarray:
 
 
 def _npz(path: str, key: str | None) -> np.ndarray:
+    _check_magic(path, ".npz")
     with np.load(path, allow_pickle=False) as npz:
         name = _choose(path, key, list(npz.files), "array")
         try:
