@@ -13,8 +13,6 @@ import numpy as np
 import torch
 
 from pipeline import shards
-from pipeline.inputs import space
-from students.losses import relative_error
 
 WORST = 4  # held-out samples drawn as fields
 
@@ -35,32 +33,35 @@ def _round(a: np.ndarray) -> list:
     return np.round(a.astype(np.float64), 6).tolist()
 
 
-@torch.inference_mode()
-def field_details(student: torch.nn.Module, split_dir: str, manifest: shards.Manifest, batch_size: int) -> dict:
-    """One pass over the held-out rows: the WORST samples' fields and the error and solver spectra."""
-    decode = space.decode_module(manifest.input_space, manifest.input_shape, manifest.parameters)
-    shape, in_shape = list(manifest.target_shape), list(manifest.input_shape)
-    worst: list[tuple] = []
-    error_power = solver_power = None
-    count = 0
-    for batch in shards.iter_batches(split_dir, manifest, batch_size):
-        x, y = batch["input"], batch[manifest.target_column].float()
-        pred = student(decode(x))
-        err = relative_error(pred.double(), y.double()).numpy()
+class FieldDetails:
+    """Fed each held-out batch by the regression pass over the split (pipeline/evaluate/regression.py):
+    keeps the WORST samples' fields and sums the error and solver spectra."""
+
+    def __init__(self, manifest: shards.Manifest):
+        self.shape, self.in_shape = list(manifest.target_shape), list(manifest.input_shape)
+        self.worst: list[tuple] = []
+        self.error_power = self.solver_power = None
+        self.count = 0
+
+    def update(self, x: torch.Tensor, y: torch.Tensor, pred: torch.Tensor, err: np.ndarray) -> None:
         for i in np.argsort(-err)[:WORST]:
-            worst.append((float(err[i]), x[i].float().numpy(), y[i].numpy(), pred[i].numpy()))
-        worst = sorted(worst, key=lambda w: -w[0])[:WORST]
-        fields = (pred - y).numpy().reshape(-1, *shape[1:])  # every channel of every sample
-        e, s = radial_power(fields), radial_power(y.numpy().reshape(-1, *shape[1:]))
-        error_power = e if error_power is None else error_power + e
-        solver_power = s if solver_power is None else solver_power + s
-        count += len(fields)
-    if not count:
-        return {}
-    return {"fields": {
-        "input_shape": in_shape, "target_shape": shape,
-        "worst": [{"error": w, "input": _round(xi.reshape(in_shape)), "teacher": _round(t.reshape(shape)),
-                   "student": _round(p.reshape(shape))} for w, xi, t, p in worst],
-        "spectrum": {"wavenumber": list(range(len(error_power))), "error": (error_power / count).tolist(),
-                     "solver": (solver_power / count).tolist()},
-    }}
+            self.worst.append((float(err[i]), x[i].float().numpy(), y[i].numpy(), pred[i].numpy()))
+        self.worst = sorted(self.worst, key=lambda w: -w[0])[:WORST]
+        fields = (pred - y).numpy().reshape(-1, *self.shape[1:])  # every channel of every sample
+        e, s = radial_power(fields), radial_power(y.numpy().reshape(-1, *self.shape[1:]))
+        self.error_power = e if self.error_power is None else self.error_power + e
+        self.solver_power = s if self.solver_power is None else self.solver_power + s
+        self.count += len(fields)
+
+    def result(self) -> dict:
+        if not self.count:
+            return {}
+        shape, in_shape = self.shape, self.in_shape
+        return {"fields": {
+            "input_shape": in_shape, "target_shape": shape,
+            "worst": [{"error": w, "input": _round(xi.reshape(in_shape)), "teacher": _round(t.reshape(shape)),
+                       "student": _round(p.reshape(shape))} for w, xi, t, p in self.worst],
+            "spectrum": {"wavenumber": list(range(len(self.error_power))),
+                         "error": (self.error_power / self.count).tolist(),
+                         "solver": (self.solver_power / self.count).tolist()},
+        }}

@@ -18,6 +18,7 @@ import torch
 
 from pipeline import shards
 from pipeline.evaluate import latency
+from pipeline.evaluate.field_details import FieldDetails
 from pipeline.inputs import space
 from students.losses import relative_error
 
@@ -34,7 +35,8 @@ def heldout_details(student: torch.nn.Module, split_dir: str, manifest: shards.M
     histogram, and the mean error on a grid over two parameters; for field targets, the worst
     samples as fields and the error's spectrum (pipeline/evaluate/field_details.py) instead of the
     worst samples and the grid over parameters, which a field does not have."""
-    fields = bool(manifest.target_shape)
+    # Field targets: their own figures, fed by this same pass; no per-row inputs or parameter grid.
+    fields = FieldDetails(manifest) if manifest.target_shape else None
     decode = space.decode_module(manifest.input_space, manifest.input_shape, manifest.parameters)
     inputs, errors, worst, scatter = [], [], [], []
     rng = np.random.default_rng(0)
@@ -42,30 +44,31 @@ def heldout_details(student: torch.nn.Module, split_dir: str, manifest: shards.M
         x, y = batch["input"], batch[manifest.target_column].float()
         pred = student(decode(x))
         err = relative_error(pred.double(), y.double()).numpy()
-        inputs.append(x.numpy() if not fields else x[:, :0].numpy())
         errors.append(err)
-        for i in np.argsort(-err)[:WORST if not fields else 0]:
-            worst.append((float(err[i]), x[i].tolist(), y[i].tolist(), pred[i].tolist()))
-        worst = sorted(worst, key=lambda w: -w[0])[:WORST]
+        if fields is not None:
+            fields.update(x, y, pred, err)
+        else:
+            inputs.append(x.numpy())
+            for i in np.argsort(-err)[:WORST]:
+                worst.append((float(err[i]), x[i].tolist(), y[i].tolist(), pred[i].tolist()))
+            worst = sorted(worst, key=lambda w: -w[0])[:WORST]
         take = rng.random(len(y)) < SCATTER_POINTS / max(manifest.rows * y.shape[1], 1)
         scatter += [(t, p) for t, p in zip(y[take].flatten().tolist(), pred[take].flatten().tolist())]
     if not errors:
         return {}
-    x, e = np.concatenate(inputs), np.concatenate(errors)
+    e = np.concatenate(errors)
     positive = np.maximum(e, 1e-12)
     edges = np.logspace(np.log10(positive.min()), np.log10(positive.max()) + 1e-9, HISTOGRAM_BINS + 1)
     counts, _ = np.histogram(positive, edges)
     details = {
-        "worst": [{"error": w, "input": dict(zip(parameter_names, xi)), "teacher": t, "student": p}
-                  for w, xi, t, p in worst],
         "scatter": {"teacher": [s[0] for s in scatter[:SCATTER_POINTS]], "student": [s[1] for s in scatter[:SCATTER_POINTS]]},
         "histogram": {"edges": edges.tolist(), "counts": counts.tolist()},
     }
-    if fields:
-        from pipeline.evaluate.field_details import field_details
-
-        del details["worst"]
-        return details | field_details(student, split_dir, manifest, batch_size)
+    if fields is not None:
+        return details | fields.result()
+    details["worst"] = [{"error": w, "input": dict(zip(parameter_names, xi)), "teacher": t, "student": p}
+                        for w, xi, t, p in worst]
+    x = np.concatenate(inputs)
     if x.shape[1] >= 2:
         a, b = heatmap
         grid = np.full((HEATMAP_BINS, HEATMAP_BINS), np.nan)
