@@ -116,6 +116,10 @@ class ChannelConfig:
     """Periodic fields wrap around the domain's edges (a periodic PDE's initial condition)."""
     smoothness: Optional[float] = 2.5
     """Matérn smoothness nu (1.5, 2.5, ...); null: the squared-exponential kernel (infinitely smooth)."""
+    random_mean: bool = True
+    """false: leave out the constant Fourier mode, so a periodic field averages exactly `mean` over the
+    domain (as the FNO and PDEBench generators draw initial conditions); `amplitude` is then the spread
+    about that mean."""
 
 
 @dataclass

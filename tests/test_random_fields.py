@@ -15,11 +15,11 @@ from pipeline.inputs.field_arrays import load_field_arrays
 
 
 def test_channel_specs_fill_defaults_and_name_the_bad_channel_and_key():
-    assert rf.channel_specs([{"length_scale": 0.2}]) == (rf.ChannelSpec(0.2, 1.0, 0.0, True, 2.5),)
+    assert rf.channel_specs([{"length_scale": 0.2}]) == (rf.ChannelSpec(0.2, 1.0, 0.0, True, 2.5, True),)
     assert rf.channel_specs([{"smoothness": None}])[0].smoothness is None
     cases = [({"colour": 1}, "colour"), ({"length_scale": 0}, "length_scale"), ({"amplitude": -1.0}, "amplitude"),
              ({"mean": float("nan")}, "mean"), ({"periodic": "yes"}, "periodic"), ({"smoothness": 0}, "smoothness"),
-             ({"length_scale": True}, "length_scale")]
+             ({"length_scale": True}, "length_scale"), ({"random_mean": 0}, "random_mean")]
     for bad, key in cases:
         with pytest.raises(UserError) as err:
             rf.channel_specs([{}, bad])
@@ -77,6 +77,18 @@ def test_pointwise_mean_and_std_are_the_specs():
         # Independent rows: standard errors amp / sqrt(n) for the mean, about amp / sqrt(2n) for the std.
         assert np.abs(f[:, c].mean(0) - mean).max() < 5 * amp / math.sqrt(n)
         assert np.abs(f[:, c].std(0) - amp).max() < 5 * amp / math.sqrt(2 * n)
+
+
+def test_without_a_random_mean_a_periodic_field_averages_its_mean_and_keeps_its_spread():
+    spec = {"mean": 2.0, "amplitude": 0.5, "length_scale": 0.35, "smoothness": 1.5}
+    fixed = rf.sample_fields([{**spec, "random_mean": False}], (64,), 5, 2000, 0).astype(np.float64)[:, 0]
+    free = rf.sample_fields([spec], (64,), 5, 2000, 0).astype(np.float64)[:, 0]
+    # The constant mode is gone: every row's average over the domain is the mean, to float32 rounding.
+    assert np.abs(fixed.mean(1) - 2.0).max() < 1e-5
+    # With the constant mode the averages spread (at this length scale, most of the variance is there).
+    assert free.mean(1).std() > 0.2
+    # Either way the pointwise spread is the amplitude (standard error about 0.5 / sqrt(2 * 2000)).
+    assert abs(fixed.std(0).mean() - 0.5) < 0.03 and abs(free.std(0).mean() - 0.5) < 0.03
 
 
 @pytest.mark.parametrize("spec, rho", [

@@ -3,7 +3,10 @@
 Kernel. Each channel is a stationary, isotropic Gaussian field of pointwise mean `mean` with a
 Matérn covariance of smoothness nu (`smoothness`, e.g. 1.5 or 2.5) or, for smoothness None, the
 squared exponential k(r) = amplitude² exp(-r² / 2 length_scale²). Lengths are fractions of the
-domain's side: the domain is the unit interval or square whatever the grid.
+domain's side: the domain is the unit interval or square whatever the grid. With random_mean False
+the constant Fourier mode is left out (the generators of the FNO and PDEBench benchmarks set it to
+the mean): a periodic field's average over the domain is then exactly `mean`, and `amplitude` is the
+spread of the fluctuation about it.
 
 Synthesis. A field is a Fourier series on a periodic box of side L: L = 1 for a periodic channel;
 L = 2 for a non-periodic one, of which only [0, 1)^d is kept, so its ends lie a whole domain apart
@@ -55,6 +58,7 @@ class ChannelSpec:
     mean: float = 0.0
     periodic: bool = True
     smoothness: float | None = 2.5
+    random_mean: bool = True
 
 
 KEYS = tuple(f.name for f in dataclasses.fields(ChannelSpec))
@@ -80,15 +84,17 @@ def channel_specs(dicts) -> tuple[ChannelSpec, ...]:
         if unknown:
             raise UserError(f"channel {c}: unknown key {unknown[0]!r}; expected some of {', '.join(KEYS)}.")
         d = {**dataclasses.asdict(ChannelSpec()), **d}
+        for flag in ("periodic", "random_mean"):
+            if not isinstance(d[flag], (bool, np.bool_)):
+                raise UserError(f"channel {c}: {flag} is {d[flag]!r}; expected true or false.")
         periodic = d["periodic"]
-        if not isinstance(periodic, (bool, np.bool_)):
-            raise UserError(f"channel {c}: periodic is {periodic!r}; expected true or false.")
         nu = d["smoothness"]
         specs.append(ChannelSpec(
             length_scale=_number(c, "length_scale", d["length_scale"], positive=True),
             amplitude=_number(c, "amplitude", d["amplitude"], positive=True),
             mean=_number(c, "mean", d["mean"], positive=False), periodic=bool(periodic),
-            smoothness=None if nu is None else _number(c, "smoothness", nu, positive=True)))
+            smoothness=None if nu is None else _number(c, "smoothness", nu, positive=True),
+            random_mean=bool(d["random_mean"])))
     return tuple(specs)
 
 
@@ -114,6 +120,8 @@ def modes(spec: ChannelSpec, ndim: int) -> tuple[np.ndarray, np.ndarray]:
     for j in reversed(range(ndim)):
         sign = np.where(m[:, j] != 0, np.sign(m[:, j]), sign)
     m = m[(sign >= 0) & ((m ** 2).sum(1) <= radius ** 2 * (1 + 1e-12))]
+    if not spec.random_mean:  # the constant mode's coefficient is `mean` itself, as in the FNO's generator
+        m = m[(m != 0).any(1)]
     weight = np.exp(log_s(2 * math.pi * np.sqrt((m ** 2).sum(1)) / side))
     weight[(m != 0).any(1)] *= 2
     scale = spec.amplitude * np.sqrt(weight / weight.sum())
