@@ -29,7 +29,7 @@ def test_a_regression_leaves_its_student_and_schedule_to_the_task_and_says_why(c
         _, small = parse([*common, "--data.shards", "4"])
     assert "regression defaults for 2 parameters and 4,096 labels" in caplog.text
     _, large = parse([*common, "--data.shards", "64"])
-    assert (small.student.width, small.student.depth, small.train.lr) == (256, 4, 2e-3)
+    assert (small.student.width, small.student.depth, small.train.lr) == (160, 4, 2e-3)
     assert small.train.max_epochs > large.train.max_epochs >= 150  # fewer labels: more passes over them
     _, given = parse([*common, "--data.shards", "4", "--student.width", "64", "--train.max_epochs", "7"])
     assert (given.student.width, given.student.depth, given.train.max_epochs) == (64, 4, 7)
