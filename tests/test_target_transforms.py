@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from pipeline.tasks.target_transforms import choose
+from pipeline.tasks.target_transforms import choose, choose_per_channel
 from students.scale import OutputScale
 from tests.conftest import cli
 
@@ -41,6 +41,66 @@ def test_the_output_scale_inverts_its_transform(name, value):
     scale = OutputScale(t[0].tolist(), t[1].tolist(), name, value)
     back = scale(scale.standardise(y))
     assert torch.allclose(back, y, rtol=1e-4, atol=value * 1e-3)
+
+
+def _two_channels(rows: int = 3000) -> np.ndarray:
+    """[rows, 2 * 16]: channel 0 a positive decay whose scale spans five decades, channel 1 values of
+    order one crossing zero (a pressure beside a velocity)."""
+    rng = np.random.default_rng(1)
+    pressure = _curves(10 ** rng.uniform(-3, 2, rows))
+    velocity = np.sin(np.linspace(0, 6, 16))[None, :] * rng.uniform(0.5, 1.5, (rows, 1))
+    return np.concatenate([pressure, velocity], axis=1)
+
+
+def test_each_output_channel_of_a_field_chooses_its_own_transform():
+    y = _two_channels()
+    chosen = choose_per_channel("auto", y, channels=2)
+    assert [c.name for c in chosen] == ["log", "none"]
+    assert chosen[0].reason.startswith("channel 0:") and chosen[1].reason.startswith("channel 1:")
+    # One channel (every vector target) is the plain choice over all outputs.
+    assert choose_per_channel("auto", y, channels=1) == [choose("auto", y)]
+    # A forced log names the channel that cannot take it.
+    with pytest.raises(ValueError, match="output channel 1: task.target_transform log needs targets >= 0"):
+        choose_per_channel("log", y, channels=2)
+
+
+def test_per_channel_transforms_invert_and_keep_gradients_finite():
+    y = torch.from_numpy(_two_channels(200)).float()
+    scale = OutputScale([0.0] * 32, [1.0] * 32, ["log", "none"], [1e-6, 1.0])
+    assert scale.per_channel is not None and scale.transforms == [("log", 1e-6), ("none", 1.0)]
+    assert torch.allclose(scale(scale.standardise(y)), y, rtol=1e-4, atol=1e-9)
+    # Channel 1 passes through untouched; channel 0 is log(y + floor).
+    t = scale.forward_values(y)
+    assert torch.equal(t[:, 16:], y[:, 16:]) and torch.allclose(t[:, :16], torch.log(y[:, :16] + 1e-6))
+    # Raw outputs of 1,000 in the untransformed channel would overflow exp(); its branch never sees them.
+    out = torch.cat([torch.zeros(4, 16), torch.full((4, 16), 1000.0)], dim=1).requires_grad_()
+    scale(out).sum().backward()
+    assert torch.isfinite(out.grad).all() and torch.equal(out.grad[:, 16:], torch.ones(4, 16))
+    # The same transform for every channel keeps the plain path.
+    assert OutputScale([0.0] * 32, [1.0] * 32, ["log", "log"], [1e-6, 1e-6]).per_channel is None
+
+
+def test_a_per_channel_record_rebuilds_the_same_student_and_exports_to_onnx():
+    import onnxruntime as ort
+
+    from pipeline.train.export import onnx_bytes
+    from pipeline.train.student import describe_scale, transform_record
+
+    scale = OutputScale([0.5] * 32, [2.0] * 32, ["log", "asinh"], [1e-6, 1e-2])
+    scale.reason, scale.reasons = "both", ["channel 0: wide", "channel 1: signed"]
+    record = transform_record(scale)
+    assert record["name"] == "per channel" and [c["name"] for c in record["channels"]] == ["log", "asinh"]
+    assert "log, floor 1e-06 (channel 0: wide); asinh, linear within ±0.01" in describe_scale(scale)
+    rebuilt = OutputScale([0.5] * 32, [2.0] * 32, [c["name"] for c in record["channels"]],
+                          [c["value"] for c in record["channels"]])
+    z = torch.randn(8, 32)
+    assert torch.equal(rebuilt(z), scale(z))
+    model = torch.nn.Sequential(torch.nn.Linear(3, 32), rebuilt).eval()
+    session = ort.InferenceSession(onnx_bytes(model, (3,)))
+    x = np.random.default_rng(0).standard_normal((5, 3)).astype(np.float32)
+    got = session.run(None, {session.get_inputs()[0].name: x})[0]
+    with torch.no_grad():
+        assert np.allclose(got, model(torch.from_numpy(x)).numpy(), rtol=1e-5, atol=1e-6)
 
 
 SIMULATOR = '''

@@ -86,18 +86,26 @@ class Regression(Task):
         from pipeline.errors import UserError
         from pipeline.tasks import target_transforms
         from pipeline.tasks.regression_metrics import target_stats
-        from students.scale import forward_transform
 
+        fields = bool(target_shape and len(target_shape) >= 2)
         try:
-            chosen = target_transforms.choose(cfg.task.target_transform,
-                                              target_transforms.sample_targets(target_batches()))
+            chosen = target_transforms.choose_per_channel(cfg.task.target_transform,
+                                                          target_transforms.sample_targets(target_batches()),
+                                                          int(target_shape[0]) if fields else 1)
         except ValueError as exc:
             raise UserError(str(exc)) from exc
-        mean, std = target_stats(target_batches(), lambda y: forward_transform(chosen.name, chosen.value, y))
-        if target_shape and len(target_shape) >= 2:
+        names, values = [c.name for c in chosen], [c.value for c in chosen]
+        # A placeholder standardisation carries the transform into the one pass that measures the moments.
+        transform = OutputScale([0.0], [1.0], names[0], values[0]) if len(chosen) == 1 else None
+        if transform is None:
+            per_output = int(np.prod(target_shape[1:]))
+            transform = OutputScale([0.0] * per_output * len(chosen), [1.0] * per_output * len(chosen), names, values)
+        mean, std = target_stats(target_batches(), transform.forward_values)
+        if fields:
             mean, std = pool_per_channel(mean, std, target_shape)
-        scale = OutputScale(mean, std, chosen.name, chosen.value)
-        scale.reason = chosen.reason  # recorded in the student's card
+        scale = OutputScale(mean, std, names if len(chosen) > 1 else names[0], values if len(chosen) > 1 else values[0])
+        scale.reason = "; ".join(c.reason for c in chosen)  # recorded in the student's card
+        scale.reasons = [c.reason for c in chosen]
         return scale
 
     def loss(self, cfg, scale=None) -> str:
@@ -105,7 +113,8 @@ class Regression(Task):
         ones, where the transform already puts the samples on one relative footing."""
         if cfg.train.loss != "auto":
             return cfg.train.loss
-        return "relative" if scale is None or scale.transform == "none" else "mse"
+        untransformed = scale is None or all(name == "none" for name, _ in scale.transforms)
+        return "relative" if untransformed else "mse"
 
     def objective(self, cfg, scale) -> ValueObjective:
         return ValueObjective(self.loss(cfg, scale), scale, cfg.task.tolerance)

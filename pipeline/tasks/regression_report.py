@@ -99,11 +99,17 @@ def summary_lines(report) -> list[str]:
             lines.append(f"{split} VRMSE per output channel (1.0: no better than the field's mean): " + ", ".join(
                 f"channel {v['channel']} median {v['median']:.3g}, p95 {v['p95']:.3g}" for v in vrmse))
     transform = (report.regression or {}).get("target_transform")
-    if transform and transform.get("name"):
-        parameter = {"log": f", floor {transform['value']:.3g}",
-                     "asinh": f", linear within ±{transform['value']:.3g}"}.get(transform["name"], "")
-        lines.append(f"targets: transform {transform['name']}{parameter} before standardising "
-                     f"({transform.get('reason', '')}); errors are measured on physical values")
+    if transform and transform.get("channels"):
+        from pipeline.tasks.target_transforms import transform_words
+
+        lines.append("targets: per output channel, " + "; ".join(
+            f"{transform_words(c['name'], c['value'])} ({c.get('reason', '')})" for c in transform["channels"])
+            + " before standardising; errors are measured on physical values")
+    elif transform and transform.get("name"):
+        from pipeline.tasks.target_transforms import transform_words
+
+        lines.append(f"targets: transform {transform_words(transform['name'], transform['value'])} before "
+                     f"standardising ({transform.get('reason', '')}); errors are measured on physical values")
     for split, message in (report.first_errors or {}).items():
         if message:
             lines.append(f"{report.rejected_rows.get(split, 0)} {split} rows rejected; the simulator's first failure: {message}")

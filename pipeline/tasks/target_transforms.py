@@ -13,6 +13,9 @@ small ones with large relative errors; on log values every sample weighs by its 
           within ±scale (scale chosen as the log's floor)
   none    otherwise (scales within a few orders of one another: standardising is enough)
 
+Field targets [C', *grid] with several channels choose per channel (`choose_per_channel`), each
+from its own values: a pressure spanning decades takes a log beside a velocity that keeps its values.
+
 The choice, its parameter and the reason are recorded in the student's card and said in the
 output and the report; the student still takes physical parameters and returns physical values.
 """
@@ -35,6 +38,11 @@ class TargetTransform:
     value: float  # log: the floor; asinh: the linear range; none: unused (1.0)
     reason: str  # why, in one phrase, from the data
 
+
+
+def transform_words(name: str, value: float) -> str:
+    """A transform and its parameter in words: "log, floor 1e-06", "asinh, linear within ±0.01"."""
+    return name + {"log": f", floor {value:.3g}", "asinh": f", linear within ±{value:.3g}"}.get(name, "")
 
 
 def sample_targets(batches: Iterable[dict], rows: int = SAMPLE_ROWS) -> np.ndarray:
@@ -73,3 +81,19 @@ def choose(requested: str, targets: np.ndarray) -> TargetTransform:
     if signed:
         return TargetTransform("asinh", floor, f"chosen: the targets cross zero and {span}")
     return TargetTransform("log", floor, f"chosen: the targets are >= 0 and {span}")
+
+
+def choose_per_channel(requested: str, targets: np.ndarray, channels: int) -> list[TargetTransform]:
+    """One transform per output channel of targets [n, C' * P] (channel c: columns c*P .. (c+1)*P - 1),
+    each chosen from that channel's values alone; a reason names its channel when there are several."""
+    if channels <= 1:
+        return [choose(requested, targets)]
+    parts = targets.reshape(len(targets), channels, -1)
+    chosen = []
+    for c in range(channels):
+        try:
+            t = choose(requested, parts[:, c])
+        except ValueError as exc:
+            raise ValueError(f"output channel {c}: {exc}") from None
+        chosen.append(TargetTransform(t.name, t.value, f"channel {c}: {t.reason}"))
+    return chosen

@@ -121,22 +121,39 @@ def student_from(card: StudentCard, weights: bytes, source: str = rundir.STUDENT
         raise UserError(str(exc)) from exc
     if card.target_mean is not None:  # regression: outputs back in physical units
         transform = card.target_transform or {}
-        scale = OutputScale(card.target_mean, card.target_std, transform.get("name", "none"), transform.get("value", 1.0))
+        channels = transform.get("channels")
+        if channels:  # one transform per output channel
+            scale = OutputScale(card.target_mean, card.target_std, [c["name"] for c in channels],
+                                [c["value"] for c in channels])
+        else:
+            scale = OutputScale(card.target_mean, card.target_std, transform.get("name", "none"),
+                                transform.get("value", 1.0))
         student = torch.nn.Sequential(student, scale).eval()
     return student
 
 
 def transform_record(scale: OutputScale | None) -> dict | None:
-    """The card's record of a regression's target transform (None without an output scale)."""
+    """The card's record of a regression's target transform (None without an output scale):
+    {"name", "value", "reason"}, or, when output channels differ, {"name": "per channel",
+    "channels": [{"name", "value", "reason"}, ...], "reason"}."""
     if scale is None:
         return None
-    return {"name": scale.transform, "value": scale.value, "reason": getattr(scale, "reason", "")}
+    reason = getattr(scale, "reason", "")
+    if scale.per_channel is None:
+        return {"name": scale.transform, "value": scale.value, "reason": reason}
+    reasons = getattr(scale, "reasons", None) or [""] * len(scale.transforms)
+    return {"name": "per channel", "reason": reason,
+            "channels": [{"name": n, "value": v, "reason": r} for (n, v), r in zip(scale.transforms, reasons)]}
 
 
 def describe_scale(scale: OutputScale) -> str:
+    from pipeline.tasks.target_transforms import transform_words
+
     record = transform_record(scale)
-    parameter = {"log": f", floor {scale.value:.3g}", "asinh": f", scale {scale.value:.3g}"}.get(scale.transform, "")
-    return f"target transform {record['name']}{parameter} ({record['reason']})"
+    if scale.per_channel is None:
+        return f"target transform {transform_words(scale.transform, scale.value)} ({record['reason']})"
+    return "target transforms per output channel: " + "; ".join(
+        f"{transform_words(c['name'], c['value'])} ({c['reason']})" for c in record["channels"])
 
 
 def load_student_dir(student_dir: str) -> tuple[torch.nn.Module, StudentCard, bytes]:
