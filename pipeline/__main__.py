@@ -9,6 +9,10 @@
                                                      students of several sizes: the smallest reaching the target
     python -m pipeline promote DIR --registry REG    serve DIR's student if no worse than REG's current one
     python -m pipeline rollback --registry REG       serve the version before the current one again
+    python -m pipeline run --out DIR --track.to mlflow:URI|tensorboard:LOGDIR
+                                                     also send config, curves, report and student to a tracker
+    python -m pipeline promote DIR --registry mlflow:NAME
+                                                     the same, into an MLflow registered model (alias champion)
 
 Every config key is an option (`--train.max_epochs 5`), and `--config FILE.yaml` overrides defaults.
 Exit codes: 0 ok, 1 user error (missing/corrupt file, mismatched teacher or output directory),
@@ -118,6 +122,7 @@ def _verify(cfg: Config) -> int:
 
 
 def _run(cfg: Config) -> int:
+    from pipeline import track
     from pipeline.evaluate.finished import finished_report
     from pipeline.resolve import add_code_dir
     from pipeline.train.student import check_student_arch
@@ -125,8 +130,13 @@ def _run(cfg: Config) -> int:
     add_code_dir(cfg.code_dir)
     check_student_arch(cfg.student)  # a student that names nothing stops the run before hours of labeling
     report = finished_report(cfg)
+    cfg = track.bind(cfg)  # a tracker (--track.to) that cannot be reached stops the run here, before any work
     if report is not None:  # every stage would only reuse what is there
         output.result(f"nothing to do: {cfg.out} is finished with this config and teacher")
+        if track.enabled(cfg):  # tracking added to a finished run: it is sent what it has
+            from pipeline.evaluate.stage import track_report
+
+            track_report(cfg, rundir.RunPaths(cfg.out))
         gate = {k: getattr(cfg.eval, k) for k in ("min_agreement", "max_rel_error", "rel_error_quantile")}
         return _summary(cfg, dataclasses.replace(report, **gate))
     _teacher(cfg)

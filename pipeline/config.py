@@ -530,6 +530,37 @@ class TaskConfig:
         _check(self.tolerance > 0, f"task.tolerance must be positive, got {self.tolerance}.")
 
 
+TRACKERS = ("none", "mlflow", "tensorboard")
+
+
+@dataclass
+class TrackConfig:
+    """Where a run's parameters, curves, report and student are also sent (pipeline/track/): an MLflow
+    store or a TensorBoard directory, beside the run's own files, never instead of them. Every field
+    says where to report, not what the run computes, so a finished run rerun with tracking added is
+    the same run."""
+
+    to: str = "none"
+    """none; mlflow:URI (e.g. mlflow:sqlite:///mlflow.db, mlflow:http://host:5000) or mlflow alone (the
+    store MLFLOW_TRACKING_URI names); tensorboard:DIR, or tensorboard alone (DIR/tensorboard in the
+    run's directory). Needs the track extra (pip install 'distillery[track]')."""
+    experiment: str = "distillery"
+    """The MLflow experiment the run is logged in (created when missing; unused by TensorBoard)."""
+    run_name: Optional[str] = None
+    """The run's name in the tracker (MLflow's run name, TensorBoard's folder). None: the name of the
+    output directory."""
+    run_id: Optional[str] = None
+    """The tracker's run to log into: an MLflow run id, or a folder under the TensorBoard directory.
+    None: the output directory's own run, found by its tags (MLflow) or its record (TensorBoard), else
+    started."""
+
+    def __post_init__(self) -> None:
+        kind, _, where = self.to.partition(":")
+        _check(kind in TRACKERS and (where or ":" not in self.to) and not (kind == "none" and where),
+               f"track.to must be none, mlflow, mlflow:URI, tensorboard or tensorboard:DIR, got {self.to!r}.")
+        _check(bool(self.experiment.strip()), "track.experiment must not be empty.")
+
+
 @dataclass
 class Config:
     """A whole run. `out` holds every stage's output; each stage reads the one before from it."""
@@ -553,6 +584,8 @@ class Config:
     """Left out of the fingerprint while off (the default), so runs recorded before it existed still match."""
     sweep: SweepConfig = field(default_factory=SweepConfig, metadata=EXECUTION_ONLY)
     """Left out of the run's fingerprint whole: sweeping a finished run never makes it a different run."""
+    track: TrackConfig = field(default_factory=TrackConfig, metadata=EXECUTION_ONLY)
+    """Left out of the run's fingerprint whole: tracking says where a run is reported, not what it computes."""
 
     def __post_init__(self) -> None:
         # Options that depend on the task or the input space are checked by them (pipeline.kinds).

@@ -35,7 +35,7 @@ from dataclasses import dataclass
 import numpy as np
 import ray
 
-from pipeline import shards
+from pipeline import shards, track
 from pipeline.adapt.candidates import least_sure
 from pipeline.inputs.proposals import PROPOSAL_KINDS, Proposal
 from pipeline.adapt.score import score_split
@@ -52,7 +52,7 @@ from pipeline.shards.manifest import sha256_of
 from pipeline.tasks import get_task
 from pipeline.teach.load import read_card
 from pipeline.train import checkpoints
-from pipeline.train.stage import fit_student, run_train_stage
+from pipeline.train.stage import fit_student, run_train_stage, track_student
 from pipeline.train.student import load_student_dir
 
 log = logging.getLogger(__name__)
@@ -184,8 +184,12 @@ def _train_round(cfg: Config, paths: rundir.RunPaths, round_: int, last: bool) -
     round_cfg = dataclasses.replace(cfg, train=train)
     if last:
         run_train_stage(round_cfg)  # DIR/student, exported as the train stage exports it
-    elif not storage.exists(storage.join(where, rundir.STUDENT_CARD)):
+        return where
+    round_cfg = track.bind(round_cfg, child=f"round-{round_}")  # its curves: a child run of the run's (--track.to)
+    trained = not storage.exists(storage.join(where, rundir.STUDENT_CARD))
+    if trained:
         fit_student(round_cfg, paths, where, preflight=cfg.train.preflight and round_ == 0)
+    track_student(round_cfg, where, trained)
     return where
 
 
@@ -238,6 +242,7 @@ def run_adapt(cfg: Config) -> AdaptResult:
     """The rounds after the label stage has labeled round 0 (and the held-out shards); ends with the
     last round's student in DIR/student."""
     paths = rundir.prepare(cfg)
+    cfg = track.bind(cfg)  # the tracker's run (--track.to), opened before the rounds' work
     plan = cfg.adapt.round_shards(cfg.data.shards)
     bounds = np.cumsum(plan).tolist()
     card = read_card(paths)
@@ -258,6 +263,7 @@ def run_adapt(cfg: Config) -> AdaptResult:
             if r not in history:
                 history[r] = _figures(cfg, paths, r, where)
                 _write_rounds(cfg, paths, history)
+            track.log_rounds(cfg, [history[k] for k in sorted(history)])  # as they come (--track.to)
             output.result(round_line(history[r], cfg.task.kind))
     return AdaptResult([history[k] for k in sorted(history)])
 

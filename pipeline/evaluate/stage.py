@@ -25,7 +25,7 @@ import numpy as np
 import ray
 import torch
 
-from pipeline import shards
+from pipeline import shards, track
 from pipeline.config import Config
 from pipeline.errors import UserError
 from pipeline.evaluate import latency, regression
@@ -219,10 +219,32 @@ def _write_report(paths: rundir.RunPaths, report: Report) -> None:
     write_report(paths, report)
 
 
+def track_report(cfg: Config, paths: rundir.RunPaths) -> None:
+    """Send the written report to the tracker (--track.to): report.json's figures, the config, the report's
+    pages and plots as files, and the student with its curves where they were not sent yet."""
+    if not track.enabled(cfg):
+        return
+    import pyarrow.fs as pafs
+
+    from pipeline.evaluate.render import PLOTS_DIR, REPORT_HTML
+    from pipeline.train.stage import student_files
+
+    names = [rundir.CONFIG_NAME, "report.json", "report.md", REPORT_HTML]
+    fs, plots = storage.resolve(storage.join(paths.root, PLOTS_DIR))
+    if fs.get_file_info(plots).type == pafs.FileType.Directory:
+        names += sorted(f"{PLOTS_DIR}/{info.base_name}" for info in fs.get_file_info(pafs.FileSelector(plots))
+                        if info.base_name.endswith(".png"))
+    files = {name: storage.read_bytes(storage.join(paths.root, name)) for name in names
+             if storage.exists(storage.join(paths.root, name))}
+    track.log_evaluation(cfg, storage.read_json(paths.report_json), files, storage.join(paths.student_dir, "logs"),
+                         student_files(paths.student_dir))
+
+
 @locked
 def run_eval_stage(cfg: Config) -> Report:
     paths = rundir.prepare(cfg)
     add_code_dir(cfg.code_dir)
+    cfg = track.bind(cfg)  # the tracker's run (--track.to), opened before the evaluation's work
     teacher, teacher_card = load_teacher(paths)
     student, student_card, weights = load_student_dir(paths.student_dir)
     if student_card.teacher_fingerprint != teacher_card.fingerprint:
@@ -247,4 +269,5 @@ def run_eval_stage(cfg: Config) -> Report:
         **task.build_report(ctx),
     )
     _write_report(paths, report)
+    track_report(cfg, paths)
     return report

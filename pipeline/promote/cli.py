@@ -1,8 +1,9 @@
 """The `promote` and `rollback` subcommands: their options, and what they report and return.
 
 Kept apart from pipeline.__main__ (which maps the run's stages onto a run Config) because these take
-a registry, not a run's config. Imported by the entry point at start-up, so torch and the stages are
-imported only when a command runs.
+a registry, not a run's config: a file registry (pipeline/promote/registry.py), or a registered model
+in MLflow (`--registry mlflow:NAME`, pipeline/promote/mlflow_registry.py). Imported by the entry point at
+start-up, so torch and the stages are imported only when a command runs.
 
 Exit codes: 0 promoted (or already current) / rolled back, 3 refused (the gate or the champion), 1 a
 user error, 2 a bad option.
@@ -24,7 +25,11 @@ COMMANDS = {
 
 def add_arguments(parser, name: str) -> None:
     parser.add_argument("--registry", type=str, required=True,
-                        help="The registry: a local path or a pyarrow filesystem URI (file://, s3://, gs://).")
+                        help="The registry: a local path or a pyarrow filesystem URI (file://, s3://, gs://), or "
+                             "mlflow:NAME, a registered model in an MLflow store (alias champion: the one served).")
+    parser.add_argument("--mlflow-uri", type=str | None, default=None,
+                        help="The MLflow store of an mlflow:NAME registry, e.g. sqlite:///mlflow.db "
+                             "(default: MLFLOW_TRACKING_URI).")
     if name != "promote":
         return
     parser.add_argument("dir", help="The run whose student is the challenger (its output directory).")
@@ -44,21 +49,35 @@ def to_config(name: str, ns):
     from pipeline.promote.stage import PromoteConfig, RollbackConfig
 
     if name == "rollback":
-        return RollbackConfig(registry=ns.registry)
+        return RollbackConfig(registry=ns.registry, mlflow_uri=ns.mlflow_uri)
     return PromoteConfig(run=ns.dir, registry=ns.registry, tolerance=ns.tolerance, min_agreement=ns.min_agreement,
-                         max_rel_error=ns.max_rel_error, code_dir=ns.code_dir)
+                         max_rel_error=ns.max_rel_error, code_dir=ns.code_dir, mlflow_uri=ns.mlflow_uri)
+
+
+def _stages(registry: str):
+    """(run_promote, run_rollback, a version's name in messages, what a server reads) of the registry's
+    kind: files, or a registered model in MLflow."""
+    from pipeline.promote.stage import MLFLOW
+
+    if registry.startswith(MLFLOW):
+        from pipeline.promote import mlflow_registry
+
+        return (mlflow_registry.run_promote, mlflow_registry.run_rollback, lambda version: f"version {version}",
+                lambda version: f"{mlflow_registry.serving_uri(registry)} -> version {version}")
+    from pipeline.promote.registry import Registry
+    from pipeline.promote.stage import run_promote, run_rollback
+
+    return run_promote, run_rollback, str, lambda version: f"{Registry(registry).current_path} -> {version}"
 
 
 def run(name: str, cfg) -> int:
     """Run the command and report its outcome through pipeline.run.output, as every command does:
     a result on stdout (one JSON object with --log-format json), a refusal as one line on stderr."""
-    from pipeline.promote.registry import Registry
-    from pipeline.promote.stage import run_promote, run_rollback
-
+    run_promote, run_rollback, label, serving = _stages(cfg.registry)
     if name == "rollback":
         r = run_rollback(cfg)
-        output.result(f"rolled back {cfg.registry} from {r.previous} to {r.version}; "
-                      f"{Registry(cfg.registry).current_path} -> {r.version}",
+        output.result(f"rolled back {cfg.registry} from {label(r.previous)} to {label(r.version)}; "
+                      f"{serving(r.version)}",
                       action="rollback", registry=cfg.registry, version=r.version, previous=r.previous)
         return EXIT_OK
     r = run_promote(cfg)
@@ -71,8 +90,8 @@ def run(name: str, cfg) -> int:
     if r.action == "current":
         output.result(f"nothing to do: {r.reason}.", **fields)
     else:
-        output.result(f"promoted {cfg.run} as {r.version} in {cfg.registry} ({r.reason}); "
-                      f"{Registry(cfg.registry).current_path} -> {r.version}", **fields)
+        output.result(f"promoted {cfg.run} as {label(r.version)} in {cfg.registry} ({r.reason}); "
+                      f"{serving(r.version)}", **fields)
     return EXIT_OK
 
 

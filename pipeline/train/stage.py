@@ -17,6 +17,7 @@ mid-epoch included: the data loader's position is part of the checkpoint (pipeli
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import logging
 import sys
 
@@ -24,6 +25,7 @@ import torch
 from dataclasses import dataclass
 from typing import Optional
 
+from pipeline import track
 from pipeline.config import Config
 from pipeline.errors import UserError
 from pipeline.inputs import get_space, space
@@ -147,15 +149,35 @@ def _ensure_export(student_dir: str) -> None:
                     storage.join(student_dir, rundir.STUDENT_WEIGHTS))
 
 
+def student_files(student_dir: str) -> track.StudentFiles:
+    """A trained student's files as a tracker or a registry takes them: the ONNX file (where the export
+    succeeded), the weights and the card, and the weights' sha256 (the student's identity)."""
+    onnx = onnx_path(student_dir)
+    weights = storage.join(student_dir, rundir.STUDENT_WEIGHTS)
+    return track.StudentFiles(onnx if storage.exists(onnx) else None,
+                              (weights, storage.join(student_dir, rundir.STUDENT_CARD)),
+                              hashlib.sha256(storage.read_bytes(weights)).hexdigest())
+
+
+def track_student(cfg: Config, student_dir: str, trained: bool) -> None:
+    """Send a student and its curves to the tracker of `cfg` (--track.to); nothing without one.
+    `trained`: here and now, under the bound run's logger, which sent the curves as they came."""
+    if track.enabled(cfg):
+        track.log_training(cfg, storage.join(student_dir, "logs"), student_files(student_dir), trained)
+
+
 @locked
 def run_train_stage(cfg: Config) -> TrainResult:
     paths = rundir.prepare(cfg)
     add_code_dir(cfg.code_dir)
+    cfg = track.bind(cfg)  # the tracker's run (--track.to), opened before hours of training
     if storage.exists(paths.student_card):
         card = read_card(paths.student_dir)
         _ensure_export(paths.student_dir)  # a run stopped between card and export
+        track_student(cfg, paths.student_dir, trained=False)
         return TrainResult(paths.student_weights, card, "reused")
     resumed = cfg.train.resume and storage.exists(checkpoints.last_checkpoint(paths.student_dir))
     card = fit_student(cfg, paths, paths.student_dir, preflight=cfg.train.preflight)
     _ensure_export(paths.student_dir)
+    track_student(cfg, paths.student_dir, trained=True)
     return TrainResult(paths.student_weights, card, "resumed" if resumed else "trained")

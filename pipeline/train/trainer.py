@@ -15,6 +15,7 @@ from lightning.pytorch.callbacks import EarlyStopping, LearningRateMonitor, TQDM
 from lightning.pytorch.loggers import CSVLogger
 from lightning.pytorch.strategies import DDPStrategy
 
+from pipeline import track
 from pipeline.config import Config
 from pipeline.inputs import space
 from pipeline.shards import Manifest
@@ -113,7 +114,9 @@ def make_trainer(cfg: Config, student_dir: str, strategy=None, devices=None, plu
         plugins=[checkpoints.AtomicCheckpointIO(), *plugins],
         precision="bf16-mixed" if gpu and torch.cuda.is_bf16_supported() else "32-true",
         deterministic=t.deterministic or None,  # None: leave a calling program's own setting alone
-        logger=CSVLogger(student_dir, name="logs"),
+        # The CSV logs are the run's own record of its curves; a tracker bound to the run (--track.to) gets
+        # them too, live, through Lightning's MLFlowLogger or TensorBoardLogger (which log from rank 0).
+        logger=[CSVLogger(student_dir, name="logs"), *track.lightning_loggers(cfg)],
         callbacks=[
             # The stopping rule: training agreement no longer rising (not a validation loss).
             stopping_rule(cfg),
