@@ -64,7 +64,7 @@ class ChannelTransforms(nn.Module):
         self.register_buffer("is_asinh", codes == TRANSFORMS.index("asinh"))
         self.register_buffer("param", torch.tensor(values, dtype=torch.float32).repeat_interleave(per))
 
-    def forward_(self, y: torch.Tensor) -> torch.Tensor:
+    def apply(self, y: torch.Tensor) -> torch.Tensor:
         param = self.param.to(y.dtype)
         logged = torch.log(torch.where(self.is_log, y, torch.ones_like(y)).clamp_min(0) + param)
         signed = torch.asinh(torch.where(self.is_asinh, y, torch.zeros_like(y)) / param)
@@ -112,7 +112,7 @@ class OutputScale(nn.Module):
     def forward_values(self, values: torch.Tensor) -> torch.Tensor:
         """Physical values -> transformed ones (before standardising)."""
         if self.per_channel is not None:
-            return self.per_channel.forward_(values)
+            return self.per_channel.apply(values)
         return forward_transform(self.transform, self.value, values)
 
     def forward(self, standardised: torch.Tensor) -> torch.Tensor:

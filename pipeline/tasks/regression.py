@@ -95,15 +95,14 @@ class Regression(Task):
         except ValueError as exc:
             raise UserError(str(exc)) from exc
         names, values = [c.name for c in chosen], [c.value for c in chosen]
-        # A placeholder standardisation carries the transform into the one pass that measures the moments.
-        transform = OutputScale([0.0], [1.0], names[0], values[0]) if len(chosen) == 1 else None
-        if transform is None:
-            per_output = int(np.prod(target_shape[1:]))
-            transform = OutputScale([0.0] * per_output * len(chosen), [1.0] * per_output * len(chosen), names, values)
+        # A placeholder standardisation carries the transform into the one pass that measures the
+        # moments (one entry per output when the channels' transforms differ, else one for all).
+        size = int(np.prod(target_shape)) if fields else 1
+        transform = OutputScale([0.0] * size, [1.0] * size, names, values)
         mean, std = target_stats(target_batches(), transform.forward_values)
         if fields:
             mean, std = pool_per_channel(mean, std, target_shape)
-        scale = OutputScale(mean, std, names if len(chosen) > 1 else names[0], values if len(chosen) > 1 else values[0])
+        scale = OutputScale(mean, std, names, values)  # one shared transform collapses to the plain path
         scale.reason = "; ".join(c.reason for c in chosen)  # recorded in the student's card
         scale.reasons = [c.reason for c in chosen]
         return scale
