@@ -172,6 +172,13 @@ class DataConfig:
     heldout_seed: int = 2
     row_group_size: int = 1024
     """Rows per Parquet row group: the unit that DDP ranks and loader workers split between them."""
+    store_inputs: Literal["auto", "pixels", "recipe"] = field(default="auto", metadata=EXECUTION_ONLY)
+    """How shards keep generated images. pixels: the input itself (C*H*W bytes a row). recipe: what
+    remakes it (which seed images, the augmentation's parameters and seeds: 160 bytes a row) and a
+    hash of the input the teacher saw; training remakes inputs in its loader workers and refuses
+    any whose hash differs. auto: recipe once an input's bytes are at least RECIPE_RATIO (16) times
+    its targets' (a 224x224 RGB image against 1,000 logits), pixels otherwise. Either way the
+    inputs, the batches and the student are the same; only the bytes stored differ."""
     mixup_fraction: float = 0.15
     """Share of inputs that blend two augmented images."""
     mixup_alpha: float = 0.4

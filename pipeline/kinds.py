@@ -36,6 +36,9 @@ def check_kinds(cfg: Config) -> Config:
     the student and training settings the config leaves to the task (resolve_defaults); returns cfg."""
     task_of(cfg).check_config(cfg)
     space_of(cfg).check_config(cfg)
+    if cfg.data.store_inputs == "recipe" and not space_of(cfg).stores_recipes:
+        raise ConfigError(f"data.store_inputs recipe is for generated images; data.space {cfg.data.space} stores "
+                          "its inputs themselves (set pixels or auto).")
     resolve_defaults(cfg)
     return cfg
 

@@ -129,7 +129,7 @@ class FieldSpace(InputSpace):
             out.append({"channel": c, "centre": float(centre), "scale": float(spread) if spread > 0 else 1.0})
         return out
 
-    def generation(self, cfg, seed_images, split: str, seed: int, count: int, index: int):
+    def generation(self, cfg, seed_images, split: str, seed: int, count: int, index: int, recipes: bool = False):
         f = cfg.data.fields
         return generate_fields, (specs_of(f), tuple(f.grid), seed_images, seed, count, index, f.dtype)
 

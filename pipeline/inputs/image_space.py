@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from pipeline.inputs import images
+from pipeline.inputs import image_recipes, images
 from pipeline.inputs.space import InputSpace, register_space
 
 
@@ -23,8 +23,16 @@ class ImageSpace(InputSpace):
 
         return load_seed(cfg).train_images
 
-    def generation(self, cfg, seed_images, split: str, seed: int, count: int, index: int):
-        return images.generate_inputs, (seed_images, cfg.data, seed, count)
+    stores_recipes = True
+
+    def generation(self, cfg, seed_images, split: str, seed: int, count: int, index: int, recipes: bool = False):
+        return (images.generate_recipes if recipes else images.generate_inputs), (seed_images, cfg.data, seed, count)
+
+    def remake(self, recipes: np.ndarray, seed_images: np.ndarray) -> np.ndarray:
+        return image_recipes.render(recipes, seed_images)
+
+    def recipe_libraries(self) -> dict[str, str]:
+        return image_recipes.library_versions()
 
     def decode_module(self, shape, parameters):
         return images.ImageDecode(shape)

@@ -1,14 +1,12 @@
 """The image input space: generation, storage (uint8 pixels) and decoding to the float models take.
 
-Generating inputs: augmented views of real images, mixups of two, and smooth random patterns.
-
-`generate_inputs` is a pure function of (seed images, data config, seed, count): same arguments,
-same bytes. All randomness comes from one `torch.Generator` consumed in a fixed order, and every op
-used is deterministic on CPU.
+Generating inputs: augmented views of real images, mixups of two, and smooth random patterns, each
+drawn as a recipe and rendered from it (pipeline/inputs/image_recipes.py). `generate_inputs` is a
+pure function of (seed images, data config, seed, count): same arguments, same bytes.
 
 Why not `torchvision.transforms.v2.RandomAffine` per image: it draws one parameter set per call, so
 a batch would share one transform, and a Python loop over images costs more than labeling them.
-Instead each image gets its own affine matrix and one `grid_sample` warps the whole batch.
+Instead each image gets its own affine parameters and one `grid_sample` warps the whole batch.
 """
 
 from __future__ import annotations
@@ -18,16 +16,15 @@ import math
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from PIL import Image
 
 from pipeline.config import DataConfig
-from pipeline.inputs.space import KINDS
+from pipeline.inputs import image_recipes
 
 NAME = "images"
 STORED_DTYPE = np.uint8  # pixels exactly as the teacher saw them; a quarter of float32's bytes
 
-AUGMENT, MIXUP, NOISE = (KINDS.index(k) for k in ("augment", "mixup", "noise"))
+AUGMENT, MIXUP, NOISE = image_recipes.AUGMENT, image_recipes.MIXUP, image_recipes.NOISE
 
 
 def shard_seed(base_seed: int, split: str, index: int) -> int:
@@ -36,78 +33,29 @@ def shard_seed(base_seed: int, split: str, index: int) -> int:
     return int(np.random.SeedSequence([base_seed, split_id, index]).generate_state(2, np.uint64)[0] >> np.uint64(1))
 
 
-def _uniform(g: torch.Generator, n: int, low: float, high: float) -> torch.Tensor:
-    return low + (high - low) * torch.rand(n, generator=g)
-
-
 def random_affine(x: torch.Tensor, g: torch.Generator, cfg: DataConfig) -> torch.Tensor:
     """Warp each image of float [N, C, H, W] by its own rotation, scale, shear and translation."""
-    n = x.shape[0]
-    angle = _uniform(g, n, -cfg.rotation_deg, cfg.rotation_deg) * (math.pi / 180)
-    shear = _uniform(g, n, -cfg.shear_deg, cfg.shear_deg) * (math.pi / 180)
-    scale = _uniform(g, n, cfg.scale_min, cfg.scale_max)
-    # affine_grid works in [-1, 1] coordinates, so a shift of f image sides is 2f.
-    shift = _uniform(g, 2 * n, -2 * cfg.translate, 2 * cfg.translate).view(n, 2)
-    cos, sin, tan = torch.cos(angle), torch.sin(angle), torch.tan(shear)
-    # theta maps output to input coordinates: (rotation @ shear) / scale, then the shift.
-    theta = torch.stack([
-        torch.stack([cos / scale, (cos * tan - sin) / scale, shift[:, 0]], 1),
-        torch.stack([sin / scale, (sin * tan + cos) / scale, shift[:, 1]], 1),
-    ], 1)
-    grid = F.affine_grid(theta, list(x.shape), align_corners=False)
-    return F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+    return image_recipes.warp(x, image_recipes.view_parameters(g, x.shape[0], cfg))
 
 
 def augment(x: torch.Tensor, g: torch.Generator, cfg: DataConfig) -> torch.Tensor:
-    """The generator's augmentation: a random affine warp per image, then Gaussian pixel noise."""
+    """A random affine warp per image, then Gaussian pixel noise (the teacher's training augmentation,
+    and the warps of active rounds' proposals)."""
     x = random_affine(x, g, cfg)
     return x + cfg.pixel_noise * torch.randn(x.shape, generator=g)
 
 
-def smooth_noise(g: torch.Generator, n: int, shape: tuple[int, int, int]) -> torch.Tensor:
-    """Random patterns at random coarseness: uniform noise on a k x k grid, upsampled to H x W."""
-    channels, height, width = shape
-    out = torch.empty(n, channels, height, width)
-    sizes = torch.randint(2, max(3, height // 2 + 1), (n,), generator=g)
-    contrast = _uniform(g, n, 0.3, 1.0).view(n, 1, 1, 1)
-    for k in sorted(set(sizes.tolist())):  # a handful of distinct grid sizes: loop over sizes, not images
-        rows = (sizes == k).nonzero().flatten()
-        coarse = torch.rand(len(rows), channels, k, k, generator=g)
-        out[rows] = F.interpolate(coarse, size=(height, width), mode="bilinear", align_corners=False)
-    return out * contrast
+def generate_recipes(seed_images: np.ndarray, cfg: DataConfig, seed: int, count: int
+                     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """`count` inputs as uint8 [count, C, H, W], their kinds (int8 indices into KINDS) and the recipes
+    that remake them (pipeline/inputs/image_recipes.py)."""
+    recipes = image_recipes.draw(len(seed_images), tuple(seed_images.shape[1:]), cfg, seed, count)
+    return image_recipes.render(recipes, seed_images), image_recipes.kinds_of(recipes), recipes
 
 
 def generate_inputs(seed_images: np.ndarray, cfg: DataConfig, seed: int, count: int) -> tuple[np.ndarray, np.ndarray]:
     """`count` inputs as uint8 [count, C, H, W] and their kinds (int8 indices into KINDS)."""
-    g = torch.Generator().manual_seed(seed)
-    shape = tuple(seed_images.shape[1:])
-
-    def views(n: int) -> torch.Tensor:
-        """n random seed images, each under its own random affine warp."""
-        picked = seed_images[torch.randint(len(seed_images), (n,), generator=g).numpy()]  # a copy: writable
-        return augment(torch.from_numpy(picked).float().div_(255), g, cfg)
-
-    draw = torch.rand(count, generator=g)
-    kinds = torch.full((count,), AUGMENT, dtype=torch.int8)
-    kinds[draw < cfg.mixup_fraction + cfg.noise_fraction] = NOISE
-    kinds[draw < cfg.mixup_fraction] = MIXUP
-
-    x = views(count)
-
-    mix = (kinds == MIXUP).nonzero().flatten()
-    if len(mix):
-        partner = views(len(mix))
-        # Beta(a, a) weights: a < 1 favours blends near one of the two images, a = 1 is uniform.
-        rng = np.random.default_rng(int(torch.randint(2**62, (1,), generator=g)))
-        weight = torch.from_numpy(rng.beta(cfg.mixup_alpha, cfg.mixup_alpha, len(mix))).float().view(-1, 1, 1, 1)
-        x[mix] = weight * x[mix] + (1 - weight) * partner
-
-    noise = (kinds == NOISE).nonzero().flatten()
-    if len(noise):
-        x[noise] = smooth_noise(g, len(noise), shape)
-
-    # Quantize here: the teacher labels exactly the uint8 values that the shard stores.
-    return x.mul_(255).round_().clamp_(0, 255).to(torch.uint8).numpy(), kinds.numpy()
+    return generate_recipes(seed_images, cfg, seed, count)[:2]
 
 
 # Decoding: the one place that knows pixels are uint8 and models take floats in [0, 1].

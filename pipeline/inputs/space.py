@@ -38,6 +38,7 @@ class InputSpace:
     uses_seed_images: bool = False  # generation starts from seed images (which a caller may replace)
     ranks_generated_inputs: bool = False  # active rounds may spend labels on generated inputs a student is least sure of
     default_student: str = "mlp"  # student.arch when the config leaves it unset
+    stores_recipes: bool = False  # a shard may keep what remakes an input instead of it (data.store_inputs)
 
     def training_defaults(self, cfg, labels: int) -> dict[str, dict] | None:
         """Student sizes and training settings this space's inputs call for ({"student": {...},
@@ -60,9 +61,19 @@ class InputSpace:
         """What a manifest and a student card record to decode this space's inputs without the config."""
         return None
 
-    def generation(self, cfg, seed_images, split: str, seed: int, count: int, index: int) -> tuple[Callable, tuple]:
-        """(function, args) whose call makes one shard's stored inputs and their kinds."""
+    def generation(self, cfg, seed_images, split: str, seed: int, count: int, index: int,
+                   recipes: bool = False) -> tuple[Callable, tuple]:
+        """(function, args) whose call makes one shard's stored inputs and their kinds; with `recipes`
+        (a space that stores_recipes), also the recipes that remake them."""
         raise NotImplementedError
+
+    def remake(self, recipes: np.ndarray, seed_images: np.ndarray) -> np.ndarray:
+        """The stored inputs [n, ...] that `recipes` (as `generation` returned them) remake."""
+        raise NotImplementedError
+
+    def recipe_libraries(self) -> dict[str, str]:
+        """The versions of the libraries whose code makes inputs from recipes (recorded with them)."""
+        return {}
 
     def decode_module(self, shape, parameters: list[dict] | None) -> torch.nn.Module:
         raise NotImplementedError

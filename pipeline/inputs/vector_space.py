@@ -42,7 +42,7 @@ class VectorSpace(InputSpace):
     def card_parameters(self, cfg) -> list[dict]:
         return vectors.box_dicts(vectors.box_of(cfg.data.parameters))
 
-    def generation(self, cfg, seed_images, split: str, seed: int, count: int, index: int):
+    def generation(self, cfg, seed_images, split: str, seed: int, count: int, index: int, recipes: bool = False):
         # Held-out points are Sobol points whatever the training sampler: off any grid.
         sampler = cfg.data.sampler if split == "train" else "sobol"
         return vectors.generate_vectors, (vectors.box_of(cfg.data.parameters), sampler, seed, count, index,

@@ -98,13 +98,18 @@ class Labeler:
         outputs = np.concatenate(out) if out else np.zeros((0, self.card.num_outputs), np.float32)
         return outputs, first_error, seconds
 
-    def label(self, generated: tuple[np.ndarray, np.ndarray] | Generation, job: ShardJob) -> shards.ShardRecord:
-        inputs, kinds = generated.make() if isinstance(generated, Generation) else generated
+    def label(self, generated: tuple | Generation, job: ShardJob) -> shards.ShardRecord:
+        """Label a shard's inputs and commit the shard. `generated` is (inputs, kinds), or (inputs,
+        kinds, recipes) for a shard that keeps the recipes instead of the inputs."""
+        made = generated.make() if isinstance(generated, Generation) else generated
+        inputs, kinds = made[0], made[1]
+        recipes = made[2] if len(made) > 2 else None
         outputs, first_error, seconds = self.outputs(inputs)
         targets, finite = get_task(self.task).stored_targets(outputs)
         sample_ids = job.index * job.count + np.arange(len(inputs), dtype=np.int64)
         table = shards.make_table(sample_ids[finite], job.seed, kinds[finite], inputs[finite], targets[finite],
-                                  job.metadata, top_k=self.top_k, target_column=get_task(self.task).column)
+                                  job.metadata, top_k=self.top_k, target_column=get_task(self.task).column,
+                                  recipes=None if recipes is None else recipes[finite])
         if faults.should_crash(job.split, job.index):
             path = storage.local_path(storage.join(job.split_dir, shards.shard_file_name(job.split, job.index)))
             faults.crash_midway(path, shards.serialize(table, job.row_group_size))

@@ -15,16 +15,15 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Callable
 
-import numpy as np
 import ray
 
 
 @dataclass(frozen=True)
 class Generation:
-    make_inputs: Callable[..., tuple[np.ndarray, np.ndarray]]  # (stored inputs, kinds) from args
+    make_inputs: Callable[..., tuple]  # (stored inputs, kinds[, recipes]) from args
     args: tuple
 
-    def make(self) -> tuple[np.ndarray, np.ndarray]:
+    def make(self) -> tuple:
         args = [ray.get(a) if isinstance(a, ray.ObjectRef) else a for a in self.args]
         return self.make_inputs(*args)
 
@@ -33,7 +32,7 @@ class Generation:
 # actors hold. If a node is lost and its actor restarts on a node already full of actors, a
 # generation task asking for a CPU would wait forever while the actors wait for its inputs.
 @ray.remote(num_cpus=0)
-def run_generation(generation: Generation) -> tuple[np.ndarray, np.ndarray]:
+def run_generation(generation: Generation) -> tuple:
     import torch
 
     torch.set_num_threads(1)  # generation is cheap; leave the cores to the teacher

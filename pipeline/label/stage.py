@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import logging
 import time
 from collections import Counter, deque
 from dataclasses import dataclass, field
@@ -39,14 +40,17 @@ from pipeline.label.actor import ShardJob, TeacherFailed
 from pipeline.label.generation import Generation, run_generation
 from pipeline.label.pool import LOST_WORK, LabelerPool
 from pipeline.label.repair import damaged_splits
+from pipeline.label.storage_mode import keeps_recipes
 from pipeline.resolve import add_code_dir
 from pipeline.run import output, rundir, storage
 from pipeline.run.lock import locked
 from pipeline.run.ray_session import ray_session
 from pipeline.run.rundir import SPLITS
+from pipeline.shards.recipes import write_seed_file
 from pipeline.teach.load import read_card
 from teachers import TeacherCard
 
+log = logging.getLogger(__name__)
 MANIFEST_SAVE_INTERVAL_S = 2.0  # rewriting the manifest after every shard is O(shards^2) at scale
 SHARDS_PER_ACTOR = 2  # in flight: one being labeled, one generated and waiting; memory stays flat
 
@@ -76,7 +80,9 @@ def generator_hash(cfg: Config, seed_images: np.ndarray | None) -> str:
     if seed_images is None:
         return fingerprint({"data": result_fields(cfg.data)})
     seed_hash = hashlib.sha256(np.ascontiguousarray(seed_images).tobytes()).hexdigest()
-    return fingerprint({"data": result_fields(cfg.data), "seed_images": seed_hash, "shape": list(seed_images.shape)})
+    # renderer: the version of the image generator's code (2: images rendered from per-row recipes).
+    return fingerprint({"data": result_fields(cfg.data), "seed_images": seed_hash, "shape": list(seed_images.shape),
+                        "renderer": 2})
 
 
 def _parameters(cfg: Config) -> list[dict] | None:
@@ -85,13 +91,16 @@ def _parameters(cfg: Config) -> list[dict] | None:
 
 def label_split(cfg: Config, paths: rundir.RunPaths, split: str, planned: int, base_seed: int, card: TeacherCard,
                 generate: Callable[[ShardJob], Generation | ray.ObjectRef], labelers: Callable[[], LabelerPool],
-                gen_hash: str, damaged: dict[int, str]) -> SplitResult:
+                gen_hash: str, damaged: dict[int, str], seed_images: np.ndarray | None = None,
+                recipes: bool = False) -> SplitResult:
     """Label shards 0..planned-1 of `split` that its manifest does not record, and record each one as
     it comes back. The label stage calls it per split, the adaptive rounds per round.
 
     `generate` turns a job into its inputs (a Generation to run, or an object ref of ready inputs);
     `labelers` gives the actor pool, started on first need; the caller shuts it down. `damaged`
     (index -> what is wrong) are recorded shards to drop and label again (label.repair).
+    `recipes`: new shards keep recipes, which remake inputs from `seed_images`; these are written
+    beside the shards of any split that keeps recipes (again if damaged).
 
     A shard whose worker, actor or node is lost is redone here, and only here: it is tried at most
     1 + label.max_retries times in all, then RetriesExhausted. Whatever stops the loop, the shards
@@ -104,6 +113,11 @@ def label_split(cfg: Config, paths: rundir.RunPaths, split: str, planned: int, b
                                    input_space=cfg.data.space, task=cfg.task.kind, parameters=_parameters(cfg),
                                    planned_shards=planned, row_group_size=cfg.data.row_group_size,
                                    top_k=cfg.label.top_k, target_shape=card.output_shape)
+    if seed_images is not None and (recipes or manifest.recipe):
+        entry = write_seed_file(split_dir, seed_images, get_space(cfg.data.space).recipe_libraries())
+        if manifest.recipe:  # the versions its recipes were made with stay on record
+            entry["libraries"] = manifest.recipe["libraries"]
+        manifest.recipe = entry
     # Dropped from the manifest, so relabeled like never-labeled shards (written, renamed, recorded).
     replaced = {i: manifest.shards.pop(i) for i in damaged}
     metadata = {"teacher_fingerprint": card.fingerprint, "generator_hash": gen_hash, "split": split,
@@ -241,6 +255,9 @@ def _label_stage(cfg: Config, paths: rundir.RunPaths, seed: SeedData | None) -> 
     seed_images = seed.train_images if space.uses_seed_images and seed is not None else space.seed_images(cfg)
     gen_hash = generator_hash(cfg, seed_images)
     damaged = damaged_splits(cfg, paths, card.fingerprint, gen_hash)
+    recipes, why = keeps_recipes(cfg, space, card.input_shape, card.num_outputs)
+    if why:
+        log.info("%s.", why)
     # With adapt.rounds, only round 0's share of the training shards is uniform (pipeline/adapt/).
     plan = {"train": (cfg.adapt.round_shards(cfg.data.shards)[0], cfg.data.seed), "heldout": (cfg.data.heldout_shards, cfg.data.heldout_seed)}
     result = LabelResult()
@@ -248,7 +265,7 @@ def _label_stage(cfg: Config, paths: rundir.RunPaths, seed: SeedData | None) -> 
         seed_ref = None if seed_images is None else ray.put(seed_images)  # one copy for every task and actor
 
         def generate(job: ShardJob) -> Generation:
-            return Generation(*space.generation(cfg, seed_ref, job.split, job.seed, job.count, job.index))
+            return Generation(*space.generation(cfg, seed_ref, job.split, job.seed, job.count, job.index, recipes))
 
         # Actors start on first need: a rerun with every shard in place loads no teacher.
         labelers = functools.cache(lambda: LabelerPool(cfg, paths, card, cfg.data.space))
@@ -256,7 +273,7 @@ def _label_stage(cfg: Config, paths: rundir.RunPaths, seed: SeedData | None) -> 
             for split in SPLITS:
                 planned, base_seed = plan[split]
                 result.splits[split] = label_split(cfg, paths, split, planned, base_seed, card, generate, labelers,
-                                                   gen_hash, damaged.get(split, {}))
+                                                   gen_hash, damaged.get(split, {}), seed_images, recipes)
         finally:
             # On failure too: in a caller's Ray or on a cluster, nothing else ends the actors, and
             # they would hold their CPUs and GPUs until the driver exits.

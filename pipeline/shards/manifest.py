@@ -53,6 +53,9 @@ class Manifest:
     parameters: Optional[list] = None  # vectors: the box, [{name, low, high, log}] (pipeline.inputs.vectors)
     target_shape: Optional[list] = None  # fields: one target's shape [C', *grid] (stored flat); None: [K]
     label_seconds: float = 0.0  # wall clock the label stage spent writing this split's shards (all runs)
+    # Shards of recipes (data.store_inputs): the seed images they remake inputs from, a file in this
+    # directory {"file", "sha256", "bytes"}, and the versions of the libraries that made the inputs.
+    recipe: Optional[dict] = None
     schema_version: int = SCHEMA_VERSION
     shards: dict[int, ShardRecord] = field(default_factory=dict)
 
@@ -200,11 +203,26 @@ def damage_error(split_dir: str, damaged: dict[int, str]) -> UserError:
     return UserError(f"Shard {first}{more}: relabel {them} with `{repair_command(split_dir)}`.")
 
 
+def check_seed_file(split_dir: str, manifest: Manifest) -> str | None:
+    """None if the split keeps no recipes or its seed-image file has the bytes recorded, else what
+    is wrong (naming the file)."""
+    if not manifest.recipe:
+        return None
+    seeds = manifest.recipe
+    record = ShardRecord(index=-1, path=seeds["file"], rows=0, sha256=seeds["sha256"], bytes=seeds["bytes"], seed=0)
+    problem = check_shard(split_dir, record)
+    return None if problem is None else f"{problem}: it holds the seed images the split's recipes remake inputs from"
+
+
 def check_split(split_dir: str, manifest: Manifest) -> None:
-    """Raise a UserError naming the first damaged shard of the split and the command that repairs it."""
+    """Raise a UserError naming the first damaged shard of the split (or its seed images) and the
+    command that repairs it."""
     damaged = damaged_shards(split_dir, manifest)
     if damaged:
         raise damage_error(split_dir, damaged)
+    problem = check_seed_file(split_dir, manifest)
+    if problem:
+        raise UserError(f"{problem}; write it again with `{repair_command(split_dir)}`.")
 
 
 def require_intact(split_dir: str, record: ShardRecord) -> None:

@@ -25,7 +25,9 @@ Order and resuming
 Evaluation (`iter_batches`)
   Every row of every committed shard once, in manifest order, the last batch possibly short.
 
-Both hand out dense `logits`, also from shards labeled with label.top_k (see schema.dense_logits).
+Both hand out dense `logits`, also from shards labeled with label.top_k (see schema.dense_logits),
+and `input` also from shards that keep recipes instead (pipeline/shards/recipes.py): remade per
+batch while streaming (in the loader's workers), once while reading a split into memory.
 """
 
 from __future__ import annotations
@@ -43,7 +45,8 @@ from pipeline.run import storage
 from pipeline.errors import UserError
 from pipeline.inputs.space import get_space
 from pipeline.shards.manifest import Manifest, ShardRecord, require_intact
-from pipeline.shards.schema import dense_logits, field_dtype
+from pipeline.shards.recipes import InputRemaker
+from pipeline.shards.schema import RECIPE_COLUMNS, dense_logits, field_dtype
 
 def default_columns(manifest: Manifest) -> tuple[str, str]:
     """The input and the task's target column."""
@@ -87,6 +90,23 @@ def stored_columns(manifest: Manifest, columns: Sequence[str]) -> list[str]:
     return [c for name in columns for c in (TOPK_COLUMNS if name == "logits" else (name,))]
 
 
+def file_columns(shard: pq.ParquetFile, columns: Sequence[str]) -> list[str]:
+    """The columns to read from one shard: a shard of recipes keeps `input` as its recipe and hash."""
+    names = shard.schema_arrow.names
+    if "input" in columns and "input" not in names and RECIPE_COLUMNS[0] in names:
+        return [c for name in columns for c in (RECIPE_COLUMNS if name == "input" else (name,))]
+    return list(columns)
+
+
+def _remade(arrays: dict[str, np.ndarray], remaker: InputRemaker, source: str) -> dict[str, np.ndarray]:
+    """Rows read from a shard of recipes with their `input` remade (and checked); others as they are."""
+    if RECIPE_COLUMNS[0] not in arrays:
+        return arrays
+    out = {k: v for k, v in arrays.items() if k not in RECIPE_COLUMNS}
+    out["input"] = remaker.inputs(arrays["recipe"], arrays["input_hash"], source)
+    return out
+
+
 def _densify(arrays: dict[str, np.ndarray], manifest: Manifest) -> dict[str, np.ndarray]:
     if TOPK_COLUMNS[0] not in arrays:
         return arrays
@@ -95,10 +115,14 @@ def _densify(arrays: dict[str, np.ndarray], manifest: Manifest) -> dict[str, np.
     return out
 
 
-def columns_to_tensors(table, columns: Sequence[str], manifest: Manifest) -> dict[str, torch.Tensor]:
+def columns_to_tensors(table, columns: Sequence[str], manifest: Manifest, remaker: InputRemaker | None = None,
+                       source: str = "") -> dict[str, torch.Tensor]:
     """`columns` of an Arrow table or record batch as tensors (dense logits from a top-k shard's
-    columns)."""
-    arrays = _densify(_table_numpy(table, table.column_names), manifest)
+    columns, inputs remade from a shard of recipes by `remaker`)."""
+    arrays = _table_numpy(table, table.column_names)
+    if remaker is not None:
+        arrays = _remade(arrays, remaker, source)
+    arrays = _densify(arrays, manifest)
     # Arrow's buffers are read-only; torch wants writable memory, so take a (cheap) copy.
     return {name: torch.from_numpy(np.array(arrays[name], copy=True)) for name in columns}
 
@@ -198,8 +222,9 @@ class ShardStream(IterableDataset):
         rank_start = self.rank * len(self) * self.batch_size
         columns = stored_columns(self.manifest, self.columns)
         files: OrderedDict[str, pq.ParquetFile] = OrderedDict()
+        remaker = InputRemaker(self.split_dir, self.manifest)
 
-        def load(position: int) -> dict[str, np.ndarray]:
+        def load(position: int) -> tuple[dict[str, np.ndarray], str]:
             """Row group `position` of the epoch, its rows shuffled (the permutation drawn per group,
             when it is read, so the plan costs memory per group, not per row)."""
             gid = int(ids[position])
@@ -210,12 +235,13 @@ class ShardStream(IterableDataset):
                 files[path] = open_shard(self.split_dir, self.records[path])
                 if len(files) > OPEN_FILES:
                     files.popitem(last=False)
-            table = files[path].read_row_group(int(self.groups.index[gid]), columns=columns, use_threads=False)
+            read = file_columns(files[path], columns)
+            table = files[path].read_row_group(int(self.groups.index[gid]), columns=read, use_threads=False)
             perm = self._group_permutation(gid)
             # One gather per row group into fresh (writable) memory; batches are then views into it.
-            return {name: np.take(array, perm, axis=0) for name, array in _table_numpy(table, columns).items()}
+            return {name: np.take(array, perm, axis=0) for name, array in _table_numpy(table, read).items()}, path
 
-        loaded: dict[int, dict[str, np.ndarray]] = {}  # the row groups under the current batch
+        loaded: dict[int, tuple[dict[str, np.ndarray], str]] = {}  # the row groups under the current batch
         for k in self.worker_batches(worker, num_workers):
             lo = rank_start + k * self.batch_size
             hi = lo + self.batch_size
@@ -226,7 +252,9 @@ class ShardStream(IterableDataset):
             for p in positions:
                 begin = int(starts[p])
                 a, b = max(lo, begin) - begin, min(hi, int(ends[p])) - begin
-                pieces.append({name: array[a:b] for name, array in loaded[p].items()})
+                arrays, path = loaded[p]
+                # Inputs kept as recipes are remade here: in the loader's worker processes, where it has them.
+                pieces.append(_remade({name: array[a:b] for name, array in arrays.items()}, remaker, path))
             # A batch across row groups is the only copy on the way.
             batch = pieces[0] if len(pieces) == 1 else {
                 name: np.concatenate([piece[name] for piece in pieces]) for name in columns}
@@ -294,7 +322,9 @@ def iter_batches(split_dir: str, manifest: Manifest, batch_size: int,
                  columns: Sequence[str] | None = None) -> Iterator[dict[str, torch.Tensor]]:
     """Every committed row exactly once, in manifest order."""
     columns = columns or default_columns(manifest)
+    remaker = InputRemaker(split_dir, manifest)
     for record in manifest.records():
         shard = open_shard(split_dir, record)
-        for batch in shard.iter_batches(batch_size=batch_size, columns=stored_columns(manifest, columns)):
-            yield columns_to_tensors(batch, columns, manifest)
+        source = storage.join(split_dir, record.path)
+        for batch in shard.iter_batches(batch_size=batch_size, columns=file_columns(shard, stored_columns(manifest, columns))):
+            yield columns_to_tensors(batch, columns, manifest, remaker, source)

@@ -6,6 +6,9 @@ Columns
   kind        int8      how the input was made (index into KINDS)
   input       uint8[C*H*W]     the input's pixels, exactly as the teacher saw them (images), or
               float32[D]       the parameter values the simulator was called with (vectors)
+or, in a shard of recipes (data.store_inputs; generated images), instead of `input`:
+  recipe      float64[R]       what remakes the input from the split's seed images (the input space's)
+  input_hash  uint64[1]        the first 8 bytes of the blake2b of the input the teacher saw
   logits      float16[K]       the teacher's raw logits (temperature is a training choice), or
   targets     float32[K]       a regression teacher's outputs (a simulator's), in physical units
 or, with label.top_k = k (for teachers with many classes), instead of `logits`:
@@ -24,6 +27,7 @@ the input shape and the split, so a lone file still says where it came from.
 
 from __future__ import annotations
 
+import hashlib
 import json
 
 import numpy as np
@@ -67,14 +71,28 @@ def _binary_column(values: np.ndarray, field: pa.Field) -> pa.FixedSizeBinaryArr
     return pa.FixedSizeBinaryArray.from_buffers(field.type, len(data), [None, pa.py_buffer(data)])
 
 
+RECIPE_COLUMNS = ("recipe", "input_hash")  # what a shard of recipes stores instead of `input`
+
+
+def input_hashes(inputs: np.ndarray) -> np.ndarray:
+    """uint64 [n]: each row's blake2b (8 bytes, little-endian), over its bytes as stored."""
+    flat = np.ascontiguousarray(inputs).reshape(len(inputs), -1)
+    digests = b"".join(hashlib.blake2b(row.data, digest_size=8).digest() for row in flat)
+    return np.frombuffer(digests, "<u8").copy()
+
+
 def shard_schema(input_size: int, num_classes: int, metadata: dict | None = None, top_k: int | None = None,
-                 input_dtype=np.uint8, target_column: str = "logits", target_dtype=np.float16) -> pa.Schema:
+                 input_dtype=np.uint8, target_column: str = "logits", target_dtype=np.float16,
+                 recipe_width: int | None = None) -> pa.Schema:
     fields = [
         pa.field("sample_id", pa.int64(), nullable=False),
         pa.field("shard_seed", pa.int64(), nullable=False),
         pa.field("kind", pa.int8(), nullable=False),
-        array_field("input", input_dtype, input_size),
     ]
+    if recipe_width is None:
+        fields.append(array_field("input", input_dtype, input_size))
+    else:
+        fields += [array_field("recipe", np.float64, recipe_width), array_field("input_hash", np.uint64, 1)]
     if top_k is None:
         fields.append(array_field(target_column, target_dtype, num_classes))
     else:
@@ -95,19 +113,22 @@ def top_k_of(logits: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
 
 def make_table(
     sample_ids: np.ndarray, shard_seed: int, kinds: np.ndarray, inputs: np.ndarray, logits: np.ndarray, metadata: dict,
-    top_k: int | None = None, target_column: str = "logits",
+    top_k: int | None = None, target_column: str = "logits", recipes: np.ndarray | None = None,
 ) -> pa.Table:
     """Build a shard table. `inputs` is [n, ...] as the input space stores them (uint8 images, float32
     vectors), `logits` [n, K] as the task stores targets (float16 logits, or float32 regression
     targets in a column named `target_column`); with `top_k`, only the k largest logits of each row
-    are kept."""
+    are kept. With `recipes` ([n, R]), the shard keeps them and the inputs' hashes, not the inputs."""
     n = len(sample_ids)
     flat_inputs = np.ascontiguousarray(inputs).reshape(n, -1)
     logits = np.ascontiguousarray(logits)
     num_classes = logits.shape[1]
     schema = shard_schema(flat_inputs.shape[1], num_classes, metadata, top_k, flat_inputs.dtype, target_column,
-                          logits.dtype)
-    arrays = {"input": flat_inputs}
+                          logits.dtype, None if recipes is None else recipes.shape[1])
+    if recipes is None:
+        arrays = {"input": flat_inputs}
+    else:
+        arrays = {"recipe": recipes, "input_hash": input_hashes(flat_inputs)}
     if top_k is None:
         arrays[target_column] = logits
     else:
