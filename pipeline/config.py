@@ -57,7 +57,15 @@ class TeacherConfig:
     test_data: Optional[str] = None
     """Your own real test split (a folder or file like `dataset`); None: hold out test_fraction."""
     image_size: Optional[list[int]] = None
-    """[H, W] to resize images of a folder or encoded-image file to; None: they must share one size."""
+    """[H, W] the teacher takes: images of a folder or encoded-image file are decoded and resized to it
+    (the shorter side to fit, then a centre crop: no stretching); None: they must share one size."""
+    mean: Optional[list[float]] = None
+    """The teacher's own input normalisation, applied as part of the teacher on [0, 1] pixels: (x - mean)
+    / std per channel (one value, or one per channel), e.g. ImageNet's [0.485, 0.456, 0.406] with std
+    [0.229, 0.224, 0.225] for a torchvision model. None: from the card beside the checkpoint, or none.
+    The student learns on the [0, 1] pixels and needs none."""
+    std: Optional[list[float]] = None
+    """See mean; both or neither."""
     checkpoint: Optional[str] = None
     """Your trained teacher: .safetensors (or a .pt state dict, loaded weights_only) with an optional
     .json card beside it, a torch.export .pt2, or an .onnx model. When set the teacher is imported,
@@ -86,6 +94,10 @@ class TeacherConfig:
         _check(isinstance(self.kwargs, dict), f"teacher.kwargs must be a mapping, got {self.kwargs!r}.")
         _check(self.image_size is None or (len(self.image_size) == 2 and min(self.image_size) >= 1),
                f"teacher.image_size must be [H, W] of positive sizes, got {self.image_size}.")
+        _check((self.mean is None) == (self.std is None), "teacher.mean and teacher.std go together: set both or neither.")
+        _check(self.std is None or (len(self.std) >= 1 and all(v > 0 for v in self.std)),
+               f"teacher.std must be positive values (one, or one per channel), got {self.std}.")
+        _check(self.mean is None or len(self.mean) >= 1, "teacher.mean must hold one value, or one per channel.")
         _check(self.kind != "callable" or ":" in self.arch,
                f"teacher.kind callable needs teacher.arch as an import path 'package.module:function', got {self.arch!r}.")
 

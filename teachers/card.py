@@ -34,6 +34,9 @@ class TeacherCard:
     params: int | None = None  # parameter count, where the teacher has countable weights
     test_accuracy: float | None = None  # on the real test split, where it has labels
     dataset: str | None = None
+    # The teacher's own input normalisation, part of the teacher: {"mean": [...], "std": [...]} per
+    # channel, applied to [0, 1] inputs before its first layer; None: it takes them as they are.
+    preprocess: dict | None = None
 
     @property
     def num_outputs(self) -> int:
@@ -63,14 +66,30 @@ class TeacherCard:
         for key, kind in (("input_shape", list), ("classes", list), ("kwargs", dict), ("arch", str)):
             if key in data and not isinstance(data[key], kind):
                 raise ValueError(f"{key} is {data[key]!r}, expected a JSON {kind.__name__}")
+        if data.get("preprocess") is not None:
+            data["preprocess"] = checked_preprocess(data["preprocess"], source)
         if data["kind"] not in KINDS:
             raise ValueError(f"{source} has kind {data['kind']!r}; expected one of: {', '.join(KINDS)}.")
         known = {k: v for k, v in data.items() if k in cls.__dataclass_fields__}
         return cls(**known)
 
 
+def checked_preprocess(value, source: str) -> dict:
+    """A card's `preprocess` ({"mean": [...], "std": [...]}), or ValueError saying what is wrong."""
+    ok = (isinstance(value, dict) and set(value) == {"mean", "std"}
+          and all(isinstance(value[k], list) and value[k] and all(isinstance(v, (int, float)) and not isinstance(v, bool)
+                                                                   for v in value[k]) for k in ("mean", "std"))
+          and all(v > 0 for v in value["std"]))
+    if not ok:
+        raise ValueError(f"{source}: preprocess is {value!r}; expected {{\"mean\": [...], \"std\": [...]}} with "
+                         "one value, or one per channel, and positive stds")
+    return {"mean": [float(v) for v in value["mean"]], "std": [float(v) for v in value["std"]]}
+
+
 def compute_fingerprint(card: TeacherCard, content: bytes | None) -> str:
     """sha256 over the teacher's code identity and the sha256 of its weights or program bytes."""
     identity = {"kind": card.kind, "arch": card.arch, "kwargs": card.kwargs, "version": card.version,
                 "content_sha256": hashlib.sha256(content).hexdigest() if content is not None else None}
+    if card.preprocess:  # another normalisation is another function (absent: fingerprints as before)
+        identity["preprocess"] = card.preprocess
     return hashlib.sha256(json.dumps(identity, sort_keys=True, default=str).encode()).hexdigest()

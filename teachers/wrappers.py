@@ -88,3 +88,52 @@ class CallableTeacher:
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
         return flat_outputs(self.fn(np.ascontiguousarray(x, dtype=np.float32)), len(x), self)
+
+
+class Normalize(nn.Module):
+    """(x - mean) / std per channel of [B, C, ...] inputs: a teacher's own preprocessing, run where the
+    teacher runs (a torch teacher's first layer)."""
+
+    def __init__(self, mean: list[float], std: list[float], channels: int):
+        super().__init__()
+        self.register_buffer("mean", _per_channel(mean, channels, "mean"))
+        self.register_buffer("std", _per_channel(std, channels, "std"))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        shape = (1, -1) + (1,) * (x.dim() - 2)
+        return (x - self.mean.view(shape)) / self.std.view(shape)
+
+
+def _per_channel(values: list[float], channels: int, name: str) -> torch.Tensor:
+    if len(values) not in (1, channels):
+        raise ValueError(f"the teacher's preprocessing gives {len(values)} {name} values for inputs of {channels} "
+                         "channel(s); expected one, or one per channel")
+    return torch.tensor(values * (channels if len(values) == 1 else 1), dtype=torch.float32)
+
+
+class PreprocessedTeacher:
+    """A teacher of any kind behind its own normalisation (numpy, before the call). Torch teachers
+    take it as a first layer instead (`with_preprocess`), on their device."""
+
+    def __init__(self, teacher, normalize: Normalize):
+        self.teacher, self.normalize = teacher, normalize
+
+    def __getattr__(self, name):  # input_shape, output_shape, ... of the wrapped teacher
+        if name == "teacher":  # not set yet (unpickling): no recursion
+            raise AttributeError(name)
+        return getattr(self.teacher, name)
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        with torch.inference_mode():
+            x = self.normalize(torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))).numpy()
+        return self.teacher(x)
+
+
+def with_preprocess(teacher, preprocess: dict | None, channels: int):
+    """`teacher` behind its card's `preprocess` (None: as it is)."""
+    if not preprocess:
+        return teacher
+    normalize = Normalize(preprocess["mean"], preprocess["std"], channels)
+    if isinstance(teacher, TorchTeacher):
+        return TorchTeacher(nn.Sequential(normalize, teacher.module), teacher.device, teacher.autocast)
+    return PreprocessedTeacher(teacher, normalize)

@@ -29,6 +29,7 @@ import numpy as np
 
 from pipeline.config import Config
 from pipeline.errors import UserError
+from pipeline.inputs.image_files import decode_images
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff")
 PROBE_ROWS = 2  # seed inputs every imported teacher is run on before it is accepted
@@ -133,41 +134,6 @@ def _to_nchw_uint8(images: np.ndarray, source: str) -> np.ndarray:
     return np.ascontiguousarray(images)
 
 
-def _decode_images(blobs: list[bytes], names: list[str], image_size: list[int] | None) -> np.ndarray:
-    """Encoded images as uint8 [N, C, H, W]: the most common mode decides the channels, `image_size`
-    ([H, W]) resizes; without it every image must have the same size."""
-    from PIL import Image, UnidentifiedImageError
-
-    opened = []
-    for blob, name in zip(blobs, names):
-        try:
-            image = Image.open(io.BytesIO(blob))
-            image.load()
-        except UnidentifiedImageError as exc:
-            raise ValueError(f"{name} is not a readable image (not a format Pillow reads).") from exc
-        except (OSError, ValueError) as exc:
-            raise ValueError(f"{name} is not a readable image ({exc}).") from exc
-        opened.append(image)
-    if not opened:
-        raise ValueError("no images found")
-    modes = [("L" if im.mode in ("1", "L", "I", "I;16", "F", "P") and im.mode != "P" else
-              "RGBA" if im.mode in ("RGBA", "LA", "PA") else "RGB") for im in opened]
-    mode = max(set(modes), key=modes.count)
-    arrays = []
-    first = None
-    for image, name in zip(opened, names):
-        image = image.convert(mode)
-        if image_size is not None:
-            image = image.resize((image_size[1], image_size[0]), Image.BILINEAR)
-        elif first is None:
-            first = (image.size, name)
-        elif image.size != first[0]:
-            raise ValueError(f"{name} is {image.size[0]}x{image.size[1]} but {first[1]} is {first[0][0]}x{first[0][1]}: "
-                             "set teacher.image_size [H, W] to resize them to one size.")
-        arrays.append(np.asarray(image, dtype=np.uint8))
-    return _to_nchw_uint8(np.stack(arrays), names[0])
-
-
 def _image_folder(root: str, image_size: list[int] | None) -> Arrays:
     entries = sorted(os.listdir(root))
     class_dirs = [e for e in entries if os.path.isdir(os.path.join(root, e)) and not e.startswith(".")]
@@ -187,7 +153,7 @@ def _image_folder(root: str, image_size: list[int] | None) -> Arrays:
         raise ValueError(f"image folder {root} holds no images; expected {root}/<class>/*.png (or .jpg), "
                          f"or images directly in {root}.")
     blobs = [open(f, "rb").read() for f in files]
-    images = _decode_images(blobs, files, image_size)
+    images = decode_images(blobs, files, image_size)
     return Arrays(images, None if labels is None else np.asarray(labels, dtype=np.int64), classes)
 
 
@@ -221,7 +187,7 @@ def _parquet(path: str, image_size: list[int] | None) -> Arrays:
     if pa.types.is_struct(column.type) and "bytes" in [f.name for f in column.type]:
         column = column.field("bytes")  # the {"bytes", "path"} image struct of many dataset exports
     if pa.types.is_binary(column.type) or pa.types.is_large_binary(column.type):
-        images = _decode_images(column.to_pylist(), [f"{path} row {i}" for i in range(len(column))], image_size)
+        images = decode_images(column.to_pylist(), [f"{path} row {i}" for i in range(len(column))], image_size)
     else:
         try:
             images = np.asarray(column.to_pylist())

@@ -19,7 +19,7 @@ from pipeline.resolve import build_module, import_object
 from pipeline.run import rundir, storage
 from teachers import TEACHERS, CallableTeacher, OnnxTeacher, TeacherCard, TorchTeacher, compute_fingerprint
 from teachers.weights import load_weights_strictly, state_dict_from_bytes
-from teachers.wrappers import exported_module
+from teachers.wrappers import exported_module, with_preprocess
 
 TEACHER_ARCH = "teacher.arch"
 
@@ -82,18 +82,29 @@ def declared_version(target) -> str | None:
 
 def wrap(card: TeacherCard, content: bytes | None, name: str, device: str = "cpu", bf16: bool = False,
          threads: int = 0):
-    """The teacher as a numpy-batch callable (teachers.wrappers), on `device` where it is a torch one."""
+    """The teacher as a numpy-batch callable (teachers.wrappers), on `device` where it is a torch one,
+    behind its card's own preprocessing."""
     if card.kind == "torch":
         try:
             module = torch_module(card, content, name)
         except ValueError as exc:
             raise UserError(str(exc)) from exc
-        return TorchTeacher(module.eval(), device, bf16)
-    if card.kind == "export":
-        return TorchTeacher(exported_module(exported_program(content, name)), device, bf16)
-    if card.kind == "onnx":
-        return onnx_teacher(content, name, threads)
-    return CallableTeacher(callable_target(card.arch, card.kwargs))
+        teacher = TorchTeacher(module.eval(), device, bf16)
+    elif card.kind == "export":
+        teacher = TorchTeacher(exported_module(exported_program(content, name)), device, bf16)
+    elif card.kind == "onnx":
+        teacher = onnx_teacher(content, name, threads)
+    else:
+        teacher = CallableTeacher(callable_target(card.arch, card.kwargs))
+    return preprocessed(teacher, card)
+
+
+def preprocessed(teacher, card: TeacherCard):
+    """`teacher` behind the normalisation its card declares (UserError when it does not fit the inputs)."""
+    try:
+        return with_preprocess(teacher, card.preprocess, card.input_shape[0] if card.input_shape else 1)
+    except ValueError as exc:
+        raise UserError(f"teacher.mean / teacher.std: {exc}.") from exc
 
 
 def teacher_file(paths: rundir.RunPaths, card: TeacherCard) -> str | None:

@@ -31,12 +31,13 @@ from pipeline.resolve import add_code_dir, is_import_path
 from pipeline.run import output, rundir, storage
 from pipeline.run.lock import locked
 from pipeline.teach.load import (
-    callable_target, declared_version, exported_program, onnx_teacher, read_card, read_content, teacher_file,
-    torch_module, wrap,
+    callable_target, declared_version, exported_program, onnx_teacher, preprocessed, read_card, read_content,
+    teacher_file, torch_module, wrap,
 )
 from teachers import TeacherCard, TorchTeacher, accuracy, compute_fingerprint, count_parameters, train_teacher
 from teachers.weights import state_dict_from_bytes, weights_to_bytes
-from teachers.wrappers import exported_input_shape
+from teachers.card import checked_preprocess
+from teachers.wrappers import Normalize, exported_input_shape
 
 log = logging.getLogger(__name__)
 
@@ -164,7 +165,7 @@ def _import(cfg: Config, seed: SeedData, kind: str) -> tuple[bytes | None, Teach
     content: bytes | None = None
     source = f"teacher.checkpoint {t.checkpoint}" if t.checkpoint else f"teacher.arch {t.arch!r}"
     card = TeacherCard(kind=kind, input_shape=list(seed.input_shape), classes=[], dataset=t.dataset)
-    declared, note = None, None
+    declared, note, beside = None, None, {}
     if kind != "callable":
         if not t.checkpoint:
             raise UserError(f"teacher.kind {kind} needs teacher.checkpoint: the {'program' if kind == 'export' else 'model'} file.")
@@ -172,8 +173,9 @@ def _import(cfg: Config, seed: SeedData, kind: str) -> tuple[bytes | None, Teach
             raise UserError(f"teacher.checkpoint {t.checkpoint} does not exist; expected a .safetensors (or .pt), "
                             ".pt2 or .onnx teacher file.")
         content = storage.read_bytes(t.checkpoint)
-    if kind == "torch":
         beside = _card_beside(t.checkpoint)
+    card.preprocess = _preprocess(cfg, beside)
+    if kind == "torch":
         card.arch, card.kwargs, note = _arch_and_kwargs(cfg, beside)
         declared = beside.get("input_shape")
         if beside.get("classes") and seed.classes is None:
@@ -194,6 +196,7 @@ def _import(cfg: Config, seed: SeedData, kind: str) -> tuple[bytes | None, Teach
         declared = teacher.input_shape
         if teacher.num_inputs != 1:
             raise UserError(f"{source} has {teacher.num_inputs} inputs; expected one (a batch of inputs).")
+        teacher = preprocessed(teacher, card)
     else:
         card.arch, card.kwargs = t.arch, dict(t.kwargs)
         target = callable_target(t.arch, card.kwargs)
@@ -209,6 +212,21 @@ def _import(cfg: Config, seed: SeedData, kind: str) -> tuple[bytes | None, Teach
     return content, card, teacher
 
 
+def _preprocess(cfg: Config, beside: dict) -> dict | None:
+    """The teacher's own normalisation: teacher.mean / teacher.std, else the card beside its checkpoint
+    ("preprocess": {"mean", "std"}, or "mean" and "std" keys), else none."""
+    t = cfg.teacher
+    if t.mean is not None:
+        return {"mean": [float(v) for v in t.mean], "std": [float(v) for v in t.std]}
+    declared = beside.get("preprocess") or ({"mean": beside["mean"], "std": beside.get("std")} if "mean" in beside else None)
+    if declared is None:
+        return None
+    try:
+        return checked_preprocess(declared, os.path.splitext(t.checkpoint)[0] + ".json")
+    except ValueError as exc:
+        raise UserError(f"{exc}.") from exc
+
+
 def _last_dim(state: dict) -> int:
     """The output size of a classifier's state dict: its last weight's first dimension (a guess the
     probe then checks)."""
@@ -222,7 +240,13 @@ def _train(cfg: Config, seed: SeedData) -> tuple[bytes, TeacherCard, object]:
         raise UserError(f"teacher.dataset {t.dataset} has no labels, so no teacher can be trained on it: give your "
                         "trained teacher in teacher.checkpoint (or teacher.kind callable).")
     card = TeacherCard(kind="torch", arch=t.arch, kwargs=_factory_kwargs(cfg), input_shape=list(seed.input_shape),
-                       classes=list(seed.classes), dataset=t.dataset)
+                       classes=list(seed.classes), dataset=t.dataset, preprocess=_preprocess(cfg, {}))
+    normalize = torch.nn.Identity()
+    if card.preprocess:  # trained on its inputs as it will be called on them: behind its own normalisation
+        try:
+            normalize = Normalize(card.preprocess["mean"], card.preprocess["std"], seed.input_shape[0])
+        except ValueError as exc:
+            raise UserError(f"teacher.mean / teacher.std: {exc}.") from exc
     torch.manual_seed(t.seed)  # the initial weights too: the same config trains the same teacher
     model = torch_module(card, None, t.arch)
     bar = output.Progress(f"teacher {t.arch} ({count_parameters(model):,} params)", t.epochs, "epoch")
@@ -232,7 +256,7 @@ def _train(cfg: Config, seed: SeedData) -> tuple[bytes, TeacherCard, object]:
 
     try:
         train_teacher(model, seed.train_images, seed.train_labels, len(seed.classes), images.to_float, t.epochs,
-                      t.batch_size, t.lr, t.seed, augment=lambda x, g: augment(x, g, cfg.data),
+                      t.batch_size, t.lr, t.seed, augment=lambda x, g: normalize(augment(x, g, cfg.data)),
                       mixup_alpha=t.mixup_alpha, on_epoch=on_epoch)
     except RuntimeError as exc:  # the user's architecture does not fit the data (shapes, dtypes)
         raise UserError(f"teacher.arch {t.arch!r} failed while training on inputs {list(seed.input_shape)}: {exc}") from exc
