@@ -59,12 +59,13 @@ class TeacherConfig:
     image_size: Optional[list[int]] = None
     """[H, W] the teacher takes: images of a folder or encoded-image file are decoded and resized to it
     (the shorter side to fit, then a centre crop: no stretching); None: they must share one size."""
-    mean: Optional[list[float]] = None
+    # Left out of a recorded config while unset: runs recorded before these fields existed stay the same run.
+    mean: Optional[list[float]] = field(default=None, metadata={"omit_when_default": True})
     """The teacher's own input normalisation, applied as part of the teacher on [0, 1] pixels: (x - mean)
     / std per channel (one value, or one per channel), e.g. ImageNet's [0.485, 0.456, 0.406] with std
     [0.229, 0.224, 0.225] for a torchvision model. None: from the card beside the checkpoint, or none.
     The student learns on the [0, 1] pixels and needs none."""
-    std: Optional[list[float]] = None
+    std: Optional[list[float]] = field(default=None, metadata={"omit_when_default": True})
     """See mean; both or neither."""
     checkpoint: Optional[str] = None
     """Your trained teacher: .safetensors (or a .pt state dict, loaded weights_only) with an optional
