@@ -70,7 +70,7 @@ def fit(data, epochs, seed=0, final=True):
         order = torch.randperm(len(data["input"]), generator=torch.Generator().manual_seed(e + 1000 * seed))
         for i in range(steps):
             rows = order[i*b:(i+1)*b]
-            loss, _ = m._shared_step({k: v[rows] for k, v in data.items()})
+            loss, _ = m.loss_and_agreement({k: v[rows] for k, v in data.items()})
             opt.zero_grad(set_to_none=True); loss.backward(); opt.step(); sch.step()
             if ema is not None: ema.update_parameters(m.student)
     if ema is not None: m.student = ema.module

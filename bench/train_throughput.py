@@ -65,7 +65,7 @@ def plain_loop(cfg: Config, manifest: shards.Manifest, data: dict[str, torch.Ten
         agree = 0
         for i in range(steps):
             rows = order[i * b:(i + 1) * b]
-            loss, agreeing = module._shared_step({k: v[rows] for k, v in data.items()})
+            loss, agreeing = module.loss_and_agreement({k: v[rows] for k, v in data.items()})
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()

@@ -75,12 +75,14 @@ def resolve_factory(spec: str, registry: Registry, what: str) -> Callable[..., A
 
 
 def accepts(factory: Callable, name: str) -> bool:
-    """Whether `factory` takes a keyword argument `name` (or any keyword, through **kwargs)."""
+    """Whether `factory` names a keyword argument `name`. A bare **kwargs does not count: the
+    factories of torchvision and timm (resnet18(**kwargs)) hand them to the model's class, which
+    refuses a keyword it does not know."""
     try:
         params = inspect.signature(factory).parameters
     except (TypeError, ValueError):  # some builtins have no signature: pass nothing they might refuse
         return False
-    return name in params or any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
+    return name in params and params[name].kind is not inspect.Parameter.VAR_POSITIONAL
 
 
 def build_module(spec: str, registry: Registry, what: str, kwargs: dict, **shape) -> nn.Module:
