@@ -4,6 +4,7 @@
     python bench/operators.py --out DIR --only burgers     # keep the runs in DIR (a rerun reuses them)
     python bench/operators.py --quick --out /tmp/ops       # smoke test: tiny sizes, a few minutes
     python bench/operators.py --only darcy -- --student.width 16
+    python bench/operators.py --costs                      # ms per sample of a step of 2-D students
 
 Cases (solvers in teachers/simulators/, configs in pipeline/configs/):
   burgers   1-D viscous Burgers, nu = 0.1, from a random periodic initial field to u(., T = 1) on 256
@@ -11,7 +12,7 @@ Cases (solvers in teachers/simulators/, configs in pipeline/configs/):
   darcy     2-D Darcy flow on 64 x 64, from a log-permeability field to the pressure (darcy.yaml)
 
 Each case is `python -m pipeline run --config <its config>` and nothing else: the student (a Fourier
-neural operator) and its training are the pipeline's choices. Its wall clock is timed (kept beside
+neural operator on periodic fields, a U-Net otherwise) and its training are the pipeline's choices. Its wall clock is timed (kept beside
 the run, so a rerun that finds the run finished reports the first run's time) and DIR/<case>/
 report.json read: held-out relative L2 per sample (median, p95), VRMSE per output channel, the solver
 calls, the speed-up at batch 256 (student over the solver's labeling rate, all cores each, CPU).
@@ -49,6 +50,49 @@ def run_case(name: str, out: str, quick: bool, extra: list[str]) -> tuple[dict, 
     return timed_pipeline_run(name, ["--config", CASES[name]["config"], *(QUICK if quick else []), *extra], out)
 
 
+COST_STUDENTS = (("fno", {"width": 32, "depth": 4}), ("fno", {"width": 16, "depth": 4}),
+                 ("unet", {"width": 16, "depth": 3}), ("unet", {"width": 8, "depth": 3}))
+
+
+def step_costs(rounds: int = 3, batch: int = 32) -> None:
+    """Milliseconds per sample of one optimizer step (forward, backward, Adam) of each candidate 2-D
+    student on 64 x 64 fields, all cores; the students take turns each round, medians printed."""
+    import statistics
+    import time
+
+    import torch
+
+    from students import STUDENTS
+
+    x, y = torch.randn(batch, 1, 64, 64), torch.randn(batch, 64 * 64)
+    steps, times = {}, {}
+    for name, kwargs in COST_STUDENTS:
+        torch.manual_seed(0)
+        model = STUDENTS.build(name, input_shape=(1, 64, 64), num_outputs=64 * 64, output_shape=[1, 64, 64], **kwargs)
+        optimizer = torch.optim.Adam(model.parameters())
+
+        def step(model=model, optimizer=optimizer):
+            loss = (model(x) - y).square().mean()
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+
+        step()  # warm-up
+        key = f"{name} " + " ".join(f"{k} {v}" for k, v in kwargs.items())
+        steps[key], times[key] = step, []
+    for _ in range(rounds):
+        for key, step in steps.items():
+            began = time.perf_counter()
+            for _ in range(3):
+                step()
+            times[key].append((time.perf_counter() - began) / 3 / batch * 1e3)
+    base = statistics.median(times[next(iter(times))])
+    for key, values in times.items():
+        ms = statistics.median(values)
+        print(f"{key:24s} {ms:7.2f} ms/sample/step  ({ms / base:.2f} of the first; batch {batch}, "
+              f"{torch.get_num_threads()} threads)")
+
+
 def check(value, bar) -> bool:
     op, limit = bar
     return value is not None and (value <= limit if op == "<=" else value >= limit)
@@ -59,8 +103,12 @@ def main() -> None:
     parser.add_argument("--out", help="Directory for the runs (kept; finished runs are reused). Default: a temporary one.")
     parser.add_argument("--only", help="Comma-separated cases: burgers, darcy. Default: both.")
     parser.add_argument("--quick", action="store_true", help="Smoke test: 2 x 128 labels, 2 epochs.")
+    parser.add_argument("--costs", action="store_true",
+                        help="Only time one optimizer step of candidate 2-D students (64 x 64), and stop.")
     parser.add_argument("extra", nargs="*", help="More options for every pipeline run, after --.")
     args = parser.parse_args()
+    if args.costs:
+        return step_costs()
     names = [n.strip() for n in args.only.split(",")] if args.only else list(CASES)
     unknown = [n for n in names if n not in CASES]
     if unknown:
