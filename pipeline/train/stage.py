@@ -25,7 +25,7 @@ import torch
 from dataclasses import dataclass
 from typing import Optional
 
-from pipeline import track
+from pipeline import shards, track
 from pipeline.config import Config
 from pipeline.errors import UserError
 from pipeline.inputs import get_space, space
@@ -59,7 +59,9 @@ def _data(cfg: Config, paths: rundir.RunPaths) -> tuple[ShardDataModule, dict]:
     if not storage.exists(paths.teacher_card):
         raise UserError(f"No teacher in {paths.root}: run the teacher and label stages first.")
     teacher_card = storage.read_json(paths.teacher_card)
-    data = ShardDataModule(paths, cfg.train.batch_size, cfg.train.seed, loader_workers(cfg),
+    train_manifest = shards.load_manifest(paths.split("train"))
+    recipes = bool(train_manifest and train_manifest.recipe)
+    data = ShardDataModule(paths, cfg.train.batch_size, cfg.train.seed, loader_workers(cfg, recipes),
                            steps_per_call(cfg.train.checkpoint_every_steps), cfg.train.memory_budget_mb)
     if data.train_manifest.teacher_fingerprint != teacher_card["fingerprint"]:
         raise UserError(f"{paths.split('train')} was labeled by a different teacher than {paths.teacher_card}.")

@@ -81,11 +81,14 @@ def stopping_rule(cfg: Config) -> EarlyStopping:
                        patience=t.patience, check_on_train_epoch_end=True)
 
 
-def loader_workers(cfg: Config) -> int:
+def loader_workers(cfg: Config, recipes: bool = False) -> int:
+    """train.loader_workers, or the choice for this machine: none on a few cores (a worker process
+    would take a core from the student's threads for little), except over shards of recipes, where
+    one worker remakes the next inputs while the student trains on the last."""
     if cfg.train.loader_workers is not None:
         return cfg.train.loader_workers
     cores_per_rank = (os.cpu_count() or 1) // cfg.train.devices
-    return 0 if cores_per_rank <= 4 else min(4, cores_per_rank - 2)
+    return (1 if recipes else 0) if cores_per_rank <= 4 else min(4, cores_per_rank - 2)
 
 
 def world_size(cfg: Config) -> int:
