@@ -20,7 +20,7 @@ def fields_config(grid, periodic: bool, arch: str | None = None) -> Config:
 def test_periodic_fields_get_a_neural_operator_and_bounded_ones_a_unet():
     periodic, bounded = fields_config([64], True), fields_config([16, 16], False)
     assert (periodic.student.arch, periodic.student.width, periodic.student.depth) == ("fno", 32, 4)
-    assert (bounded.student.arch, bounded.student.width, bounded.student.depth) == ("unet", 16, 3)
+    assert (bounded.student.arch, bounded.student.width, bounded.student.depth) == ("unet", 8, 3)
     # 1,024 labels at batch 32: 32 steps an epoch, so the step budget sets the epochs.
     assert periodic.train.max_epochs == round(TARGET_STEPS[1] / 32)
     assert bounded.train.max_epochs == round(TARGET_STEPS[2] / 32) < periodic.train.max_epochs
