@@ -59,18 +59,48 @@ def ray_local():
     return shared_ray()
 
 
+def built_once(tmp_path_factory, name: str, build) -> str:
+    """The directory `name`, built by `build(out)` once for the whole test session.
+
+    pytest-xdist's test processes share the parent of their base temporary directories: the first
+    process to ask builds the run there, under a lock, and the others wait for it and reuse it, so a
+    shared run costs one build, not one per process. A build that fails leaves no `.built` mark: the
+    next process to ask starts again from nothing (and reports the same error). One test process
+    alone builds in its own base directory."""
+    import fcntl
+    import shutil
+
+    if "PYTEST_XDIST_WORKER" not in os.environ:
+        out = tmp_path_factory.mktemp(name) / "out"
+        build(str(out))
+        return str(out)
+    root = tmp_path_factory.getbasetemp().parent / f"shared-{name}"
+    out, built = root / "out", root / ".built"
+    root.mkdir(exist_ok=True)
+    with open(root / ".lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes, and by the kernel if this process dies
+        if not built.exists():
+            shutil.rmtree(out, ignore_errors=True)
+            build(str(out))
+            built.touch()
+    return str(out)
+
+
 @pytest.fixture(scope="session")
 def labeled_run(tmp_path_factory):
     """A run directory with a trained teacher and labeled train/held-out shards (shared, read-only),
-    labeled on the shared Ray."""
+    labeled on the shared Ray (built once per session: `built_once`)."""
     from pipeline.label.stage import run_label_stage
     from pipeline.teach.stage import run_teacher_stage
 
     shared_ray()
-    cfg = tiny_config(tmp_path_factory.mktemp("run") / "out")
-    run_teacher_stage(cfg)
-    run_label_stage(cfg)
-    return cfg
+
+    def build(out):
+        cfg = tiny_config(out)
+        run_teacher_stage(cfg)
+        run_label_stage(cfg)
+
+    return tiny_config(built_once(tmp_path_factory, "labeled", build))
 
 
 @pytest.fixture(scope="session")
@@ -80,11 +110,11 @@ def trained_run(labeled_run, tmp_path_factory):
 
     from pipeline.train.stage import run_train_stage
 
-    out = tmp_path_factory.mktemp("trained") / "out"
-    shutil.copytree(labeled_run.out, out)
-    cfg = dataclasses.replace(labeled_run, out=str(out))
-    run_train_stage(cfg)
-    return cfg
+    def build(out):
+        shutil.copytree(labeled_run.out, out)
+        run_train_stage(dataclasses.replace(labeled_run, out=out))
+
+    return dataclasses.replace(labeled_run, out=built_once(tmp_path_factory, "trained", build))
 
 
 @pytest.fixture(scope="session")
@@ -95,20 +125,25 @@ def finished_run(trained_run, tmp_path_factory):
 
     from pipeline.evaluate.stage import run_eval_stage
 
-    out = tmp_path_factory.mktemp("finished") / "out"
-    shutil.copytree(trained_run.out, out)
-    cfg = dataclasses.replace(trained_run, out=str(out))
-    cfg.eval = dataclasses.replace(cfg.eval, latency=False)
-    run_eval_stage(cfg)
-    return cfg
+    def finished(out):
+        cfg = dataclasses.replace(trained_run, out=out)
+        cfg.eval = dataclasses.replace(cfg.eval, latency=False)
+        return cfg
+
+    def build(out):
+        shutil.copytree(trained_run.out, out)
+        run_eval_stage(finished(out))
+
+    return finished(built_once(tmp_path_factory, "finished", build))
 
 
-def cli(*args, env: dict | None = None, timeout: float = 240) -> subprocess.CompletedProcess:
+def cli(*args, env: dict | None = None, own_ray: bool | None = None, timeout: float = 240) -> subprocess.CompletedProcess:
     """`python -m pipeline ARGS` as a user runs it, in its own process session; whatever it leaves
     running is killed afterwards. It joins the shared Ray, unless `env` is given: environment variables
-    for the run reach Ray's workers only from a Ray the run starts itself, so it then starts its own."""
+    for the run reach Ray's workers only from a Ray the run starts itself, so it then starts its own.
+    `own_ray=False`: variables meant for the driver alone, which joins the shared Ray all the same."""
     ray_env = {"RAY_ADDRESS": ""}
-    if env is None:
+    if not (env is not None if own_ray is None else own_ray):
         ray = shared_ray()
         # Ray turned token authentication on in this process's environment when it started: pass it on.
         ray_env = {"RAY_ADDRESS": ray.get_runtime_context().gcs_address}
@@ -124,11 +159,15 @@ def cli(*args, env: dict | None = None, timeout: float = 240) -> subprocess.Comp
     return subprocess.CompletedProcess(proc.args, proc.returncode, stdout, stderr)
 
 
-# The slowest files, measured (`pytest --durations=0`): the two test processes take whole files in
-# collection order, so these go first and the last files to finish are short ones.
-SLOWEST_FIRST = ("test_train.py", "test_label_faults.py", "test_e2e.py", "test_surrogate.py", "test_train_resume.py",
-                 "test_output.py", "test_promote.py", "test_adapt.py", "test_label_cluster.py", "test_train_ray.py",
-                 "test_native_hang.py", "test_target_transforms.py")
+# The slowest files, measured (`pytest --durations=0`), slowest first: the two test processes take whole
+# files in this order (pyproject's --no-loadscope-reorder), so the longest start first and the last files
+# to finish are short ones. The shared runs (labeled_run ...) are built by the first process to need them.
+SLOWEST_FIRST = ("test_fields.py", "test_train.py", "test_surrogate.py", "test_e2e.py", "test_native_hang.py",
+                 "test_malformed.py", "test_label_faults.py", "test_multinode.py", "test_bring_your_own.py",
+                 "test_promote.py", "test_output.py", "test_corrupt.py", "test_adapt.py", "test_train_resume.py",
+                 "test_label_cluster.py", "test_defects_label_promote_export.py", "test_target_transforms.py",
+                 "test_gate.py", "test_library.py", "test_label.py", "test_track.py", "test_sweep.py",
+                 "test_evaluate.py", "test_recipes.py")
 
 
 def pytest_collection_modifyitems(items):
