@@ -3,7 +3,6 @@ user's own arrays (formats, and the one-sentence errors for each mistake)."""
 
 from __future__ import annotations
 
-import importlib.util
 import math
 
 import numpy as np
@@ -211,10 +210,47 @@ def test_load_field_arrays_mistakes_are_one_sentence_user_errors(tmp_path):
     assert "lists of numbers" in error("t.parquet", "v")
 
 
+def test_hdf5_and_zarr_files_round_trip_and_name_their_mistakes(tmp_path):
+    h5py = pytest.importorskip("h5py")  # the `arrays` extra, which `dev` installs
+    zarr = pytest.importorskip("zarr")
+    a = np.random.default_rng(1).standard_normal((3, 2, 16))
+    with h5py.File(tmp_path / "two.h5", "w") as f:
+        f["u"], f["v"] = a, a[:, 0]
+        f.create_group("grp")
+    with h5py.File(tmp_path / "one.hdf5", "w") as f:
+        f["only"] = a
+    array = zarr.open(str(tmp_path / "array.zarr"), mode="w", shape=a.shape, dtype="f8")
+    array[...] = a
+    group = zarr.open_group(str(tmp_path / "group.zarr"), mode="w")
+    group.create_array("u", shape=a.shape, dtype="f8")[...] = a
+    group.create_array("v", shape=(3, 16), dtype="f4")[...] = 1
+    (tmp_path / "junk.h5").write_bytes(b"not an HDF5 file")
+    (tmp_path / "empty.zarr").mkdir()
+
+    expected = a.astype(np.float32)
+    for name, key in [("two.h5", "u"), ("one.hdf5", None), ("array.zarr", None), ("group.zarr", "u")]:
+        np.testing.assert_array_equal(load_field_arrays(str(tmp_path / name), key, (16,)), expected)
+    np.testing.assert_array_equal(load_field_arrays(str(tmp_path / "two.h5"), "v", (16,)), expected[:, :1])
+
+    def error(name, key=None) -> str:
+        with pytest.raises(UserError) as err:
+            load_field_arrays(str(tmp_path / name), key, (16,))
+        message = str(err.value)
+        assert "\n" not in message and message.endswith(".") and name in message, message
+        return message
+
+    assert all(word in error("two.h5") for word in ("2 datasets", "u", "v", "key"))
+    assert "is a group" in error("two.h5", "grp")
+    assert all(word in error("group.zarr", "w") for word in ("no array 'w'", "u, v"))
+    assert "could not be read as .h5" in error("junk.h5")
+    assert "could not be read as .zarr" in error("empty.zarr")
+
+
 @pytest.mark.parametrize("ext, module", [(".h5", "h5py"), (".zarr", "zarr")])
-def test_optional_formats_name_the_package_to_install(tmp_path, ext, module):
-    if importlib.util.find_spec(module) is not None:
-        pytest.skip(f"{module} is installed")
+def test_optional_formats_name_the_package_to_install(tmp_path, monkeypatch, ext, module):
+    import sys
+
+    monkeypatch.setitem(sys.modules, module, None)  # as if it were not installed: importing it fails
     (tmp_path / f"a{ext}").write_bytes(b"")
     with pytest.raises(UserError, match=f"pip install {module}"):
         load_field_arrays(str(tmp_path / f"a{ext}"), "u")
