@@ -23,6 +23,7 @@ from pipeline.label.storage_mode import RECIPE_RATIO, keeps_recipes
 from pipeline.shards.recipes import SEED_FILE
 from pipeline.shards.schema import make_table
 from pipeline.shards.writer import serialize
+from pipeline.tasks.worst import decode_input
 from tests.conftest import shared_ray, tiny_config
 
 MIXED = DataConfig(mixup_fraction=0.3, noise_fraction=0.2)
@@ -144,6 +145,14 @@ def test_both_modes_train_the_same_student_and_the_recipe_run_evaluates(both_mod
     cfg.eval = dataclasses.replace(cfg.eval, latency=False)
     report = run_eval_stage(cfg)
     assert report.agreement["heldout"]["samples"] == 256 and report.agreement["train"]["samples"] == 768
+    # The report's gallery shows the remade inputs: the very pixels the pixel run stored for those rows.
+    split_dir, manifest = _split(both_modes["pixels"], "heldout")
+    rows = report.gallery["rows"]
+    assert rows and all(r["input"] is not None for r in rows)
+    for r in rows:
+        one = dataclasses.replace(manifest, shards={r["shard"]: manifest.shards[r["shard"]]})
+        stored = shards.read_split(split_dir, one, ("input",))["input"][r["row"]].numpy()
+        assert np.array_equal(decode_input(r["input"]).reshape(stored.shape), stored)
 
 
 def test_an_input_that_remakes_differently_is_refused_naming_the_cause(both_modes, tmp_path, monkeypatch):
@@ -257,3 +266,24 @@ def _png(height: int, width: int) -> bytes:
     buffer = io.BytesIO()
     Image.fromarray(np.zeros((height, width, 3), np.uint8)).save(buffer, format="PNG")
     return buffer.getvalue()
+
+
+def test_an_active_round_over_recipe_shards_adds_pixel_shards_and_trains_on_both(tmp_path):
+    """Round 0's generated inputs are kept as recipes; a round's proposals (warps of labeled rows,
+    least-sure draws) are kept as pixels, and training reads the mixed split."""
+    from pipeline.adapt.loop import run_adapt
+    from pipeline.label.stage import run_label_stage
+    from pipeline.teach.stage import run_teacher_stage
+
+    shared_ray()
+    cfg = tiny_config(tmp_path / "out", data={"store_inputs": "recipe"}, adapt={"rounds": 1, "least_sure_share": 0.5})
+    run_teacher_stage(cfg)
+    run_label_stage(cfg)
+    result = run_adapt(cfg)
+    split_dir, manifest = _split(cfg)
+    kept = {r.round: set(shards.open_shard(split_dir, r).schema_arrow.names) for r in manifest.records()}
+    assert {"recipe", "input_hash"} <= kept[0] and "input" not in kept[0]
+    assert "input" in kept[1] and "recipe" not in kept[1]
+    rows = shards.read_split(split_dir, manifest, ("input", "sample_id"))
+    assert rows["input"].shape[0] == manifest.rows == len(set(rows["sample_id"].tolist()))
+    assert [r["round"] for r in result.rounds] == [0, 1] and result.rounds[-1]["labels"] == manifest.rows
