@@ -287,3 +287,19 @@ def test_an_active_round_over_recipe_shards_adds_pixel_shards_and_trains_on_both
     rows = shards.read_split(split_dir, manifest, ("input", "sample_id"))
     assert rows["input"].shape[0] == manifest.rows == len(set(rows["sample_id"].tolist()))
     assert [r["round"] for r in result.rounds] == [0, 1] and result.rounds[-1]["labels"] == manifest.rows
+
+
+def test_a_sweep_trial_on_ray_trains_the_same_student_from_recipes_as_from_pixels(both_modes, tmp_path):
+    from pipeline.config import SweepConfig
+    from pipeline.sweep.stage import run_sweep
+
+    weights = {}
+    for mode, labeled in both_modes.items():
+        cfg = dataclasses.replace(labeled, out=str(tmp_path / mode), sweep=SweepConfig(widths=[8], target_agreement=0.0))
+        cfg.eval = dataclasses.replace(cfg.eval, latency_seconds=0.01)
+        shutil.copytree(labeled.out, cfg.out)
+        (trial,) = run_sweep(cfg)["trials"]
+        assert trial["trained"] and 0 <= trial["agreement"]["heldout"] <= 1
+        weights[mode] = load_file(f"{cfg.out}/{trial['dir']}/student.safetensors")
+    assert weights["pixels"].keys() == weights["recipe"].keys()
+    assert all(torch.equal(weights["pixels"][k], weights["recipe"][k]) for k in weights["pixels"])
