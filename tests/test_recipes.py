@@ -42,6 +42,24 @@ def test_a_row_renders_alone_as_it_did_in_its_batch(shape):
     assert np.array_equal(images.generate_inputs(seeds, MIXED, seed=7, count=300)[0], pixels)
 
 
+def test_a_row_renders_the_same_whatever_the_processes_thread_count():
+    """Labeling (a Ray worker), a DataLoader worker and the driver run torch on different numbers of
+    threads; bilinear upsampling of the noise patterns rounds differently across threads at this size."""
+    shape = (3, 96, 96)
+    seeds = np.random.default_rng(0).integers(0, 256, (4, *shape), dtype=np.uint8)
+    _, _, recipes = images.generate_recipes(seeds, DataConfig(mixup_fraction=0.3, noise_fraction=0.5), seed=5, count=48)
+    threads = torch.get_num_threads()
+    try:
+        made = {}
+        for n in (1, 2, 3):
+            torch.set_num_threads(n)
+            made[n] = image_recipes.render(recipes, seeds)
+            assert torch.get_num_threads() == n  # the process's own setting is left as it was
+    finally:
+        torch.set_num_threads(threads)
+    assert np.array_equal(made[1], made[2]) and np.array_equal(made[1], made[3])
+
+
 def test_recipes_are_exact_in_float64():
     seeds = np.zeros((3, 1, 8, 8), np.uint8)
     _, _, recipes = images.generate_recipes(seeds, MIXED, seed=3, count=200)

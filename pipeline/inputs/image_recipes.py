@@ -10,7 +10,9 @@ So that a row rendered alone has exactly the bytes it had when the teacher saw i
 step works image by image: the warp's sampling grid is computed element by element (affine_grid
 would take a batched matrix product, whose rounding may depend on the batch), grid_sample and
 interpolate compute each image on its own, and each row's random pixels come from a generator seeded
-by the row's own recipe. Seeds below 2**53 are exact in float64, and every drawn parameter is a
+by the row's own recipe. The thread count matters too: bilinear interpolate rounds differently when
+torch splits it across threads (by one unit in the last place, which can move a pixel by one level),
+so rendering always runs on one torch thread, as in a DataLoader worker, whatever the process has. Seeds below 2**53 are exact in float64, and every drawn parameter is a
 float32, exact in float64 too.
 
 A recipe row (columns in FIELDS order)
@@ -26,6 +28,7 @@ A recipe row (columns in FIELDS order)
 
 from __future__ import annotations
 
+import contextlib
 import math
 
 import numpy as np
@@ -158,9 +161,25 @@ def _patterns(recipes: torch.Tensor, shape: tuple[int, ...]) -> torch.Tensor:
     return out * recipes[:, COLUMN["contrast"]].float().view(-1, 1, 1, 1)
 
 
+@contextlib.contextmanager
+def _one_torch_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+
+
 def render(recipes: np.ndarray, seed_images: np.ndarray) -> np.ndarray:
     """The uint8 [n, C, H, W] images of `recipes` (float64 [n, WIDTH]) made from `seed_images`
-    (uint8 [N, C, H, W]): the same bytes for a row whatever rows it is rendered with."""
+    (uint8 [N, C, H, W]): the same bytes for a row whatever rows it is rendered with, in whatever
+    process (see the module docstring)."""
+    with _one_torch_thread():
+        return _render(recipes, seed_images)
+
+
+def _render(recipes: np.ndarray, seed_images: np.ndarray) -> np.ndarray:
     r = torch.from_numpy(np.ascontiguousarray(recipes, dtype=DTYPE))
     shape = tuple(seed_images.shape[1:])
     kinds = r[:, COLUMN["kind"]].to(torch.int8)

@@ -80,9 +80,9 @@ def generator_hash(cfg: Config, seed_images: np.ndarray | None) -> str:
     if seed_images is None:
         return fingerprint({"data": result_fields(cfg.data)})
     seed_hash = hashlib.sha256(np.ascontiguousarray(seed_images).tobytes()).hexdigest()
-    # renderer: the version of the image generator's code (2: images rendered from per-row recipes).
+    # renderer: the version of the image generator's code (3: images rendered from per-row recipes, on one torch thread).
     return fingerprint({"data": result_fields(cfg.data), "seed_images": seed_hash, "shape": list(seed_images.shape),
-                        "renderer": 2})
+                        "renderer": 3})
 
 
 def _parameters(cfg: Config) -> list[dict] | None:
