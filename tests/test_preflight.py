@@ -2,6 +2,7 @@
 
 import dataclasses
 import os
+import re
 import shutil
 
 import pytest
@@ -70,3 +71,13 @@ def test_the_train_stage_stops_before_writing_anything(labeled_run, tmp_path, mo
         run_train_stage(cfg)
     paths = rundir.RunPaths(cfg.out)
     assert not os.path.exists(paths.student_dir), "nothing may be written before the preflight passes"
+
+
+def test_a_learning_rate_too_high_is_named_with_the_one_that_works(setup):
+    """At 0.1 the tiny run's MLP loses its inputs (dead units: the loss settles at that of the best
+    output that ignores them); a tenth of it memorises. The error says which to use, and stops the
+    first try early rather than after every step."""
+    cfg, manifest, batch = setup
+    with pytest.raises(PreflightError, match=r"at train.lr 0.1 the student does not learn .* set --train.lr 0.01\.$") as err:
+        run_preflight(module_of(cfg, manifest), batch, 0.1, 2000)
+    assert int(re.search(r"after (\d+) steps", str(err.value)).group(1)) < 500
