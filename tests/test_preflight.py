@@ -78,6 +78,6 @@ def test_a_learning_rate_too_high_is_named_with_the_one_that_works(setup):
     output that ignores them); a tenth of it memorises. The error says which to use, and stops the
     first try early rather than after every step."""
     cfg, manifest, batch = setup
-    with pytest.raises(PreflightError, match=r"at train.lr 0.1 the student does not learn .* set --train.lr 0.01\.$") as err:
+    with pytest.raises(PreflightError, match=r"at train.lr 0.1 the student does not learn .* set --train.lr 0.01 \(in a new --out") as err:
         run_preflight(module_of(cfg, manifest), batch, 0.1, 2000)
     assert int(re.search(r"after (\d+) steps", str(err.value)).group(1)) < 500

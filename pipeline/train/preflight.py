@@ -121,7 +121,8 @@ def run_preflight(module: DistillationModule, batch: dict[str, torch.Tensor], lr
             raise PreflightError(
                 f"Preflight failed: at train.lr {lr:g} the student does not learn (after {steps} steps its loss is {last:.4g}; "
                 f"the best output that ignores the input scores {constant_loss:.4g}), while at {lower:g} it "
-                f"memorises {PREFLIGHT_ROWS} examples in {lower_steps} steps; set --train.lr {lower:g}.")
+                f"memorises {PREFLIGHT_ROWS} examples in {lower_steps} steps; set --train.lr {lower:g} (in a new --out: "
+                f"a run directory keeps the config it was started with).")
     constant = f", no better than the best output that ignores the input ({constant_loss:.4g})" if stuck else ""
     raise _fail(f"after {steps} steps the loss went from {first:.4g} to {last:.4g}, "
                 f"not below {TARGET_FRACTION:.0%} of where it started{constant}")
