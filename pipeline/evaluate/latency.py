@@ -14,6 +14,8 @@ import time
 
 import torch
 
+from pipeline.torch_threads import torch_threads
+
 BATCH_SIZES = (1, 256)
 WARMUP_CALLS = 3
 REPEATS = 7
@@ -36,14 +38,10 @@ def forward_ms(model, input_shape, batch_size: int, threads: int = 1, min_time_s
         model = model.eval()
     else:
         x = x.numpy()
-    previous = torch.get_num_threads()
-    torch.set_num_threads(threads)
-    try:
+    with torch_threads(threads):
         once = max(_block_s(model, x, WARMUP_CALLS) / WARMUP_CALLS, 1e-7)
         calls = max(1, round(min_time_s / REPEATS / once))
         per_call = [_block_s(model, x, calls) / calls for _ in range(REPEATS)]
-    finally:
-        torch.set_num_threads(previous)
     return {"ms": statistics.median(per_call) * 1e3, "repeats": REPEATS, "calls_per_repeat": calls}
 
 

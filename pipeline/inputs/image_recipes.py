@@ -12,8 +12,8 @@ would take a batched matrix product, whose rounding may depend on the batch), gr
 interpolate compute each image on its own, and each row's random pixels come from a generator seeded
 by the row's own recipe. The thread count matters too: bilinear interpolate rounds differently when
 torch splits it across threads (by one unit in the last place, which can move a pixel by one level),
-so rendering always runs on one torch thread, as in a DataLoader worker, whatever the process has. Seeds below 2**53 are exact in float64, and every drawn parameter is a
-float32, exact in float64 too.
+so rendering always runs on one torch thread, as in a DataLoader worker, whatever the process has.
+Seeds below 2**53 are exact in float64, and every drawn parameter is a float32, exact in float64 too.
 
 A recipe row (columns in FIELDS order)
   kind                       index into KINDS: augment, mixup or noise
@@ -28,7 +28,6 @@ A recipe row (columns in FIELDS order)
 
 from __future__ import annotations
 
-import contextlib
 import math
 
 import numpy as np
@@ -37,6 +36,7 @@ import torch.nn.functional as F
 
 from pipeline.config import DataConfig
 from pipeline.inputs.space import KINDS
+from pipeline.torch_threads import torch_threads
 
 AUGMENT, MIXUP, NOISE = (KINDS.index(k) for k in ("augment", "mixup", "noise"))
 VIEW = ("index", "angle", "shear", "scale", "shift_x", "shift_y", "noise_seed")
@@ -161,21 +161,11 @@ def _patterns(recipes: torch.Tensor, shape: tuple[int, ...]) -> torch.Tensor:
     return out * recipes[:, COLUMN["contrast"]].float().view(-1, 1, 1, 1)
 
 
-@contextlib.contextmanager
-def _one_torch_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(threads)
-
-
 def render(recipes: np.ndarray, seed_images: np.ndarray) -> np.ndarray:
     """The uint8 [n, C, H, W] images of `recipes` (float64 [n, WIDTH]) made from `seed_images`
     (uint8 [N, C, H, W]): the same bytes for a row whatever rows it is rendered with, in whatever
     process (see the module docstring)."""
-    with _one_torch_thread():
+    with torch_threads(1):
         return _render(recipes, seed_images)
 
 

@@ -7,10 +7,10 @@ cannot has a bug in the model (frozen or disconnected weights), the loss (detach
 student, wrong targets) or the input pipeline (inputs that do not vary), and would waste the run.
 
 One failure is not a bug: a learning rate too high for the student, whose outputs then stop
-depending on its inputs (dead units) and settle on the best constant output, or diverge. The loss of that
-constant is computed first (a fit of one output vector, which costs no forward pass), a student
-stuck there for STALL_STEPS steps is stopped early, and the preflight tries a tenth of the learning
-rate: if that memorises, the error says which learning rate to use.
+depending on its inputs (dead units) and settle on the best constant output, or diverge. The loss
+of that constant is computed first (a fit of one output vector, which costs no forward pass), a
+student stuck there for STALL_STEPS steps is stopped early, and the preflight tries a tenth of the
+learning rate: if that memorises, the error says which learning rate to use.
 """
 
 from __future__ import annotations
@@ -54,14 +54,13 @@ def constant_output_loss(module: DistillationModule, rows: dict[str, torch.Tenso
     rows' targets from the mean of `outputs` (the student's own outputs at its initial weights)."""
     constant = outputs.detach().mean(0).clone().requires_grad_(True)
     optimizer = torch.optim.Adam([constant], lr=0.05)
-    with torch.enable_grad():
-        for _ in range(300):
-            loss = module.objective(constant.expand_as(outputs), rows)[0]
-            if not loss.requires_grad:  # a loss detached from its outputs: _memorise says so
-                break
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
+    for _ in range(300):
+        loss = module.objective(constant.expand_as(outputs), rows)[0]
+        if not loss.requires_grad:  # a loss detached from its outputs: _memorise says so
+            break
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
     with torch.no_grad():
         return float(module.objective(constant.expand_as(outputs), rows)[0])
 
@@ -109,7 +108,8 @@ def run_preflight(module: DistillationModule, batch: dict[str, torch.Tensor], lr
     if not any(p.requires_grad for p in module.student.parameters()):
         raise _fail("the student has no trainable parameters")
     with torch.no_grad():
-        constant_loss = constant_output_loss(module, rows, module(rows["input"]))
+        initial_outputs = module(rows["input"])
+    constant_loss = constant_output_loss(module, rows, initial_outputs)
     steps, first, last, passed = _memorise(module, rows, lr, max_steps, constant_loss)
     if passed:
         return PreflightResult(steps, first, last, time.perf_counter() - start)
